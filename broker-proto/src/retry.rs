@@ -1,0 +1,38 @@
+//! Re-publishing a task the way Celery's `Task.retry` does: the same id, one
+//! more retry, a new eta, everything else as it was.
+
+use chrono::{DateTime, Duration, FixedOffset, Utc};
+
+use crate::message::{Protocol, TaskMessage};
+
+/// The eta for a countdown, as Celery computes it: `now + countdown`, or no
+/// eta at all for a zero countdown.
+pub fn eta_after(now: DateTime<Utc>, countdown: Duration) -> Option<DateTime<FixedOffset>> {
+    (countdown > Duration::zero()).then(|| (now + countdown).fixed_offset())
+}
+
+impl TaskMessage {
+    /// The retry of this task: same id, `retries + 1`, the given eta.
+    /// It is always written as protocol v2, whatever the original used.
+    pub fn retried(&self, eta: Option<DateTime<FixedOffset>>) -> TaskMessage {
+        TaskMessage { protocol: Protocol::V2, retries: self.retries.saturating_add(1), eta, ..self.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_keeps_identity_and_bumps_count() {
+        let mut m = TaskMessage::new("t", "id-1");
+        m.retries = 2;
+        let now = Utc::now();
+        let r = m.retried(eta_after(now, Duration::seconds(20)));
+        assert_eq!(r.id, "id-1");
+        assert_eq!(r.retries, 3);
+        assert_eq!(r.eta.unwrap(), now + Duration::seconds(20));
+        assert_eq!(TaskMessage { retries: 2, eta: None, ..r }, m);
+        assert_eq!(eta_after(now, Duration::zero()), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! The Celerity worker library: the binary only parses its command line and
+//! calls in here.
+
+pub mod amqp;
+pub mod cli;
