@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use indexmap::IndexMap;
 
 use crate::compression;
+use crate::repr;
 use crate::error::DecodeError;
 use crate::header::{self, as_float, as_int, as_text};
 use crate::message::{Embed, Properties, Protocol, TaskMessage, TimeLimit};
@@ -163,7 +164,13 @@ fn decode_dict_body(
     for (k, v) in &props.headers {
         meta.insert(k.clone(), v.clone());
     }
-    from_meta(protocol, props, &meta, args, kwargs, embed, zone)
+    let mut msg = from_meta(protocol, props, &meta, args, kwargs, embed, zone)?;
+    if protocol == Protocol::V1 {
+        // Celery's proto1_to_proto2 fills these for monitors; v1 bodies lack them.
+        msg.argsrepr.get_or_insert_with(|| repr::value_repr(&Value::Array(msg.args.clone())));
+        msg.kwargsrepr.get_or_insert_with(|| repr::kwargs_repr(&msg.kwargs));
+    }
+    Ok(msg)
 }
 
 /// A v1 body decoded by kombu may hold `eta` as a datetime marker rather than text.

@@ -27,6 +27,13 @@ pub fn args_repr(args: &[Value]) -> String {
     cap(out)
 }
 
+/// `repr(value)` as Python prints it (a JSON list prints as a Python list).
+pub fn value_repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_repr(&mut out, value);
+    cap(out)
+}
+
 /// `repr(kwargs)` as Python prints a dict.
 pub fn kwargs_repr(kwargs: &IndexMap<String, Value>) -> String {
     let mut out = String::new();

@@ -13,9 +13,18 @@ pub fn eta_after(now: DateTime<Utc>, countdown: Duration) -> Option<DateTime<Fix
 
 impl TaskMessage {
     /// The retry of this task: same id, `retries + 1`, the given eta.
-    /// It is always written as protocol v2, whatever the original used.
+    ///
+    /// Like Celery's `Task.retry`, the retry's `parent_id` is the task's own id
+    /// (the run that asked for it); everything else is kept. It is always
+    /// written as protocol v2, whatever the original used.
     pub fn retried(&self, eta: Option<DateTime<FixedOffset>>) -> TaskMessage {
-        TaskMessage { protocol: Protocol::V2, retries: self.retries.saturating_add(1), eta, ..self.clone() }
+        TaskMessage {
+            protocol: Protocol::V2,
+            retries: self.retries.saturating_add(1),
+            eta,
+            parent_id: Some(self.id.clone()),
+            ..self.clone()
+        }
     }
 }
 
@@ -32,7 +41,8 @@ mod tests {
         assert_eq!(r.id, "id-1");
         assert_eq!(r.retries, 3);
         assert_eq!(r.eta.unwrap(), now + Duration::seconds(20));
-        assert_eq!(TaskMessage { retries: 2, eta: None, ..r }, m);
+        assert_eq!(r.parent_id.as_deref(), Some("id-1"));
+        assert_eq!(TaskMessage { retries: 2, eta: None, parent_id: None, ..r }, m);
         assert_eq!(eta_after(now, Duration::zero()), None);
     }
 }
