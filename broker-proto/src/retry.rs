@@ -1,14 +1,15 @@
 //! Re-publishing a task the way Celery's `Task.retry` does: the same id, one
 //! more retry, a new eta, everything else as it was.
 
-use chrono::{DateTime, Duration, FixedOffset, Utc};
+use chrono::{DateTime, Duration, FixedOffset, SubsecRound, Utc};
 
 use crate::message::{Protocol, TaskMessage};
 
 /// The eta for a countdown, as Celery computes it: `now + countdown`, or no
-/// eta at all for a zero countdown.
+/// eta at all for a zero countdown. Kept to microseconds, the precision
+/// Python's datetime carries, so the eta sent is the eta held.
 pub fn eta_after(now: DateTime<Utc>, countdown: Duration) -> Option<DateTime<FixedOffset>> {
-    (countdown > Duration::zero()).then(|| (now + countdown).fixed_offset())
+    (countdown > Duration::zero()).then(|| (now + countdown).trunc_subsecs(6).fixed_offset())
 }
 
 impl TaskMessage {
@@ -40,7 +41,7 @@ mod tests {
         let r = m.retried(eta_after(now, Duration::seconds(20)));
         assert_eq!(r.id, "id-1");
         assert_eq!(r.retries, 3);
-        assert_eq!(r.eta.unwrap(), now + Duration::seconds(20));
+        assert_eq!(r.eta.unwrap(), (now + Duration::seconds(20)).trunc_subsecs(6));
         assert_eq!(r.parent_id.as_deref(), Some("id-1"));
         assert_eq!(TaskMessage { retries: 2, eta: None, parent_id: None, ..r }, m);
         assert_eq!(eta_after(now, Duration::zero()), None);
