@@ -19,10 +19,7 @@ pub(crate) fn inflate(codec: &str, body: &[u8], limit: usize) -> Result<Vec<u8>,
         if body.starts_with(&[0x1f, 0x8b]) { Box::new(GzDecoder::new(body)) } else { Box::new(ZlibDecoder::new(body)) };
     // Read one byte past the limit so an oversize body is detected without inflating it all.
     let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Inflate(e.to_string()))?;
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| DecodeError::Inflate(e.to_string()))?;
     if out.len() > limit {
         return Err(DecodeError::TooLarge { limit });
     }

@@ -10,10 +10,10 @@ use chrono_tz::Tz;
 use indexmap::IndexMap;
 
 use crate::compression;
-use crate::repr;
 use crate::error::DecodeError;
 use crate::header::{self, as_float, as_int, as_text};
 use crate::message::{Embed, Properties, Protocol, TaskMessage, TimeLimit};
+use crate::repr;
 use crate::time;
 use crate::value::{Value, truncate};
 
@@ -87,9 +87,9 @@ pub fn decode(props: &Properties, body: &[u8], opts: &DecodeOptions) -> Result<T
             let protocol = if has_task_header { Protocol::Hybrid } else { Protocol::V1 };
             decode_dict_body(protocol, props, dict, opts)
         }
-        _ if !has_task_header => Err(DecodeError::BodyShape(
-            "no 'task' header, and the body is not a protocol v1 dict".into(),
-        )),
+        _ if !has_task_header => {
+            Err(DecodeError::BodyShape("no 'task' header, and the body is not a protocol v1 dict".into()))
+        }
         serde_json::Value::Array(parts) => decode_v2_body(props, parts, opts),
         other => Err(DecodeError::BodyShape(format!(
             "protocol v2 body must be [args, kwargs, embed], got {}",
@@ -111,7 +111,11 @@ fn check_content_type(props: &Properties) -> Result<(), DecodeError> {
     }
 }
 
-fn decode_v2_body(props: &Properties, parts: Vec<serde_json::Value>, opts: &DecodeOptions) -> Result<TaskMessage, DecodeError> {
+fn decode_v2_body(
+    props: &Properties,
+    parts: Vec<serde_json::Value>,
+    opts: &DecodeOptions,
+) -> Result<TaskMessage, DecodeError> {
     let [args, kwargs, embed]: [serde_json::Value; 3] = parts.try_into().map_err(|parts: Vec<_>| {
         DecodeError::BodyShape(format!("protocol v2 body must have 3 items [args, kwargs, embed], got {}", parts.len()))
     })?;
@@ -125,7 +129,9 @@ fn decode_v2_body(props: &Properties, parts: Vec<serde_json::Value>, opts: &Deco
             chain: take_value(&mut map, "chain")?,
             chord: take_value(&mut map, "chord")?,
         },
-        other => return Err(DecodeError::BodyShape(format!("embed must be a dict, got {}", truncate(&other.to_string())))),
+        other => {
+            return Err(DecodeError::BodyShape(format!("embed must be a dict, got {}", truncate(&other.to_string()))));
+        }
     };
     from_meta(Protocol::V2, props, &props.headers, args, kwargs, embed, opts.naive_zone)
 }
@@ -224,7 +230,9 @@ fn from_meta(
     }
     let retries = match m.int("retries")? {
         None => 0,
-        Some(r) => u32::try_from(r).map_err(|_| DecodeError::invalid("retries", format!("{r} is not a retry count")))?,
+        Some(r) => {
+            u32::try_from(r).map_err(|_| DecodeError::invalid("retries", format!("{r} is not a retry count")))?
+        }
     };
     let extra_headers = meta
         .into_iter()

@@ -37,7 +37,10 @@ pub fn encode(msg: &TaskMessage, now: DateTime<Utc>) -> Result<Outgoing, EncodeE
         ("group", text_or_void(msg.group.as_deref())),
         ("group_index", msg.group_index.map(int_header("group_index")).transpose()?.unwrap_or(AMQPValue::Void)),
         ("retries", int_header("retries")(i64::from(msg.retries))?),
-        ("timelimit", AMQPValue::FieldArray(FieldArray::from(vec![seconds(msg.timelimit.hard), seconds(msg.timelimit.soft)]))),
+        (
+            "timelimit",
+            AMQPValue::FieldArray(FieldArray::from(vec![seconds(msg.timelimit.hard), seconds(msg.timelimit.soft)])),
+        ),
         ("root_id", text_or_void(msg.root_id.as_deref())),
         ("parent_id", text_or_void(msg.parent_id.as_deref())),
         ("argsrepr", text_or_void(msg.argsrepr.as_deref())),

@@ -71,16 +71,20 @@ pub fn int(i: i64) -> Result<AMQPValue, String> {
 pub fn make_safe(name: &str, v: &AMQPValue) -> Result<AMQPValue, EncodeError> {
     let unsafe_header = |reason: String| EncodeError::UnsafeHeader { name: name.to_owned(), reason };
     Ok(match v {
-        AMQPValue::Boolean(_) | AMQPValue::Double(_) | AMQPValue::LongString(_) | AMQPValue::LongInt(_) | AMQPValue::Void => {
-            v.clone()
-        }
+        AMQPValue::Boolean(_)
+        | AMQPValue::Double(_)
+        | AMQPValue::LongString(_)
+        | AMQPValue::LongInt(_)
+        | AMQPValue::Void => v.clone(),
         AMQPValue::Float(f) => AMQPValue::Double((*f).into()),
         AMQPValue::ShortString(s) => text(s.as_str()),
         AMQPValue::ByteArray(b) => match std::str::from_utf8(b.as_slice()) {
             Ok(s) => text(s),
             Err(_) => return Err(unsafe_header("binary data that is not UTF-8".into())),
         },
-        AMQPValue::Timestamp(t) => AMQPValue::LongLongInt(i64::try_from(*t).map_err(|_| unsafe_header("timestamp out of range".into()))?),
+        AMQPValue::Timestamp(t) => {
+            AMQPValue::LongLongInt(i64::try_from(*t).map_err(|_| unsafe_header("timestamp out of range".into()))?)
+        }
         AMQPValue::ShortShortInt(_)
         | AMQPValue::ShortShortUInt(_)
         | AMQPValue::ShortInt(_)
@@ -121,7 +125,9 @@ pub fn from_json(v: &serde_json::Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or(f64::NAN)),
         },
         serde_json::Value::String(s) => text(s),
-        serde_json::Value::Array(items) => AMQPValue::FieldArray(items.iter().map(from_json).collect::<Vec<_>>().into()),
+        serde_json::Value::Array(items) => {
+            AMQPValue::FieldArray(items.iter().map(from_json).collect::<Vec<_>>().into())
+        }
         serde_json::Value::Object(map) => AMQPValue::FieldTable(table_from_json(map)),
     }
 }
@@ -199,6 +205,9 @@ mod tests {
     fn json_ints_pick_widths_like_py_amqp() {
         assert_eq!(from_json(&serde_json::json!(7)), AMQPValue::LongInt(7));
         assert_eq!(from_json(&serde_json::json!(1_i64 << 40)), AMQPValue::LongLongInt(1 << 40));
-        assert_eq!(to_json(&from_json(&serde_json::json!({"a": [1, "x", null, true, 0.5]}))), serde_json::json!({"a": [1, "x", null, true, 0.5]}));
+        assert_eq!(
+            to_json(&from_json(&serde_json::json!({"a": [1, "x", null, true, 0.5]}))),
+            serde_json::json!({"a": [1, "x", null, true, 0.5]})
+        );
     }
 }

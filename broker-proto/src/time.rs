@@ -44,9 +44,7 @@ pub fn parse_iso(text: &str) -> Result<IsoTime, String> {
     let naive = date.and_time(time);
     Ok(match offset {
         None => IsoTime::Naive(naive),
-        Some(offset) => IsoTime::Aware(
-            offset.from_local_datetime(&naive).single().ok_or("offset out of range")?,
-        ),
+        Some(offset) => IsoTime::Aware(offset.from_local_datetime(&naive).single().ok_or("offset out of range")?),
     })
 }
 
@@ -130,11 +128,7 @@ pub fn format_time(t: &NaiveTime, offset: Option<&FixedOffset>) -> String {
 
 fn format_clock(t: &NaiveTime) -> String {
     let micros = t.nanosecond() / 1_000;
-    if micros == 0 {
-        t.format("%H:%M:%S").to_string()
-    } else {
-        format!("{}.{micros:06}", t.format("%H:%M:%S"))
-    }
+    if micros == 0 { t.format("%H:%M:%S").to_string() } else { format!("{}.{micros:06}", t.format("%H:%M:%S")) }
 }
 
 fn format_offset(offset: &FixedOffset) -> String {
@@ -171,9 +165,19 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [
-            "", "2026", "2026-1-1", "2026-02-30", "2026-11-23X20:00", "2026-11-23T25:00",
-            "2026-11-23T20:00:00+25:00", "2026-11-23T20:00:00.", "2026-11-23T20:00:00.1234567890",
-            "2026-11-23T2", "2026-11-23T20:00:00+", "é026-11-23", "2026-11-23T20:00:00+0é",
+            "",
+            "2026",
+            "2026-1-1",
+            "2026-02-30",
+            "2026-11-23X20:00",
+            "2026-11-23T25:00",
+            "2026-11-23T20:00:00+25:00",
+            "2026-11-23T20:00:00.",
+            "2026-11-23T20:00:00.1234567890",
+            "2026-11-23T2",
+            "2026-11-23T20:00:00+",
+            "é026-11-23",
+            "2026-11-23T20:00:00+0é",
         ] {
             assert!(parse_iso(bad).is_err(), "{bad:?} parsed");
         }

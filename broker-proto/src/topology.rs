@@ -36,11 +36,14 @@ pub struct QueueSpec {
 }
 
 /// Schedule polls.
-pub const SCHEDULE_QUEUE: QueueSpec = QueueSpec { name: "plugin_schedule", task: SCHEDULE_TASK, max_priority: MAX_PRIORITY };
+pub const SCHEDULE_QUEUE: QueueSpec =
+    QueueSpec { name: "plugin_schedule", task: SCHEDULE_TASK, max_priority: MAX_PRIORITY };
 /// Plugin callbacks.
-pub const CALLBACK_QUEUE: QueueSpec = QueueSpec { name: "plugin_callback", task: CALLBACK_TASK, max_priority: MAX_PRIORITY };
+pub const CALLBACK_QUEUE: QueueSpec =
+    QueueSpec { name: "plugin_callback", task: CALLBACK_TASK, max_priority: MAX_PRIORITY };
 /// Expired schedule deletion.
-pub const DELETE_QUEUE: QueueSpec = QueueSpec { name: "schedule_delete", task: DELETE_TASK, max_priority: MAX_PRIORITY };
+pub const DELETE_QUEUE: QueueSpec =
+    QueueSpec { name: "schedule_delete", task: DELETE_TASK, max_priority: MAX_PRIORITY };
 
 /// Every queue of the framework, in the order a worker consumes them by default.
 pub const FRAMEWORK_QUEUES: [QueueSpec; 3] = [SCHEDULE_QUEUE, CALLBACK_QUEUE, DELETE_QUEUE];

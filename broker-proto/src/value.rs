@@ -139,7 +139,8 @@ fn marker_from_json(mut map: serde_json::Map<String, serde_json::Value>) -> Resu
     };
     // kombu's `uuid` marker wraps `{"hex": ...}`; every other kind is a string.
     if kind == "uuid" {
-        let hex = value.get("hex").and_then(serde_json::Value::as_str).ok_or_else(|| bad("expected {\"hex\": string}"))?;
+        let hex =
+            value.get("hex").and_then(serde_json::Value::as_str).ok_or_else(|| bad("expected {\"hex\": string}"))?;
         return Uuid::try_parse(hex).map(Value::Uuid).map_err(|e| bad(&e.to_string()));
     }
     let text = value.as_str().ok_or_else(|| bad("expected a string"))?;
@@ -172,7 +173,9 @@ fn is_decimal_literal(text: &str) -> bool {
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let mantissa_ok = match mantissa.split_once('.') {
-        Some((int, frac)) => (digits(int) || int.is_empty()) && (digits(frac) || frac.is_empty()) && !(int.is_empty() && frac.is_empty()),
+        Some((int, frac)) => {
+            (digits(int) || int.is_empty()) && (digits(frac) || frac.is_empty()) && !(int.is_empty() && frac.is_empty())
+        }
         None => digits(mantissa),
     };
     let exponent_ok = exponent.is_none_or(|e| digits(e.trim_start_matches(['+', '-'])));

@@ -20,7 +20,8 @@ fn err(p: &Properties, body: &[u8]) -> DecodeError {
     decode(p, body, &DecodeOptions::default()).expect_err("should not decode")
 }
 
-const GOOD_BODY: &[u8] = br#"[[], {"trace_id": "x"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
+const GOOD_BODY: &[u8] =
+    br#"[[], {"trace_id": "x"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
 
 #[test]
 fn the_good_body_decodes() {
@@ -113,7 +114,10 @@ fn oversize_bodies_and_compression_bombs_are_refused() {
     z.write_all(big.as_bytes()).unwrap();
     let mut h = v2_headers();
     h["compression"] = json!("application/x-gzip");
-    assert_eq!(decode(&props(h.clone()), &z.finish().unwrap(), &opts).unwrap_err(), DecodeError::TooLarge { limit: 64 });
+    assert_eq!(
+        decode(&props(h.clone()), &z.finish().unwrap(), &opts).unwrap_err(),
+        DecodeError::TooLarge { limit: 64 }
+    );
     h["compression"] = json!("application/x-bz2");
     assert!(matches!(err(&props(h), GOOD_BODY), DecodeError::UnsupportedCompression(_)));
 }

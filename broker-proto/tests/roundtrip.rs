@@ -2,8 +2,8 @@
 //! makes `decode` panic.
 
 use broker_proto::{
-    AMQPValue, DecodeOptions, Embed, FieldArray, FieldTable, Properties, Protocol, TaskMessage, TimeLimit, Value, decode,
-    encode, header,
+    AMQPValue, DecodeOptions, Embed, FieldArray, FieldTable, Properties, Protocol, TaskMessage, TimeLimit, Value,
+    decode, encode, header,
 };
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use indexmap::IndexMap;
@@ -58,7 +58,9 @@ fn value() -> impl Strategy<Value = Value> {
             vec((any::<String>(), inner), 0..6)
                 .prop_map(|kv| kv.into_iter().collect::<IndexMap<_, _>>())
                 // kombu (and so Celery) would read such an object as a marker too.
-                .prop_filter("not marker-shaped", |m| !(m.len() == 2 && m.contains_key("__type__") && m.contains_key("__value__")))
+                .prop_filter("not marker-shaped", |m| !(m.len() == 2
+                    && m.contains_key("__type__")
+                    && m.contains_key("__value__")))
                 .prop_map(Value::Object),
         ]
     })

@@ -73,7 +73,8 @@ impl Drop for Vhost {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs (is rabbitmq-server installed?)");
+    let out =
+        Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs (is rabbitmq-server installed?)");
     assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -103,7 +104,13 @@ pub async fn declare_framework_queue(channel: &Channel, queue: &str) {
         .await
         .expect("declare queue");
     channel
-        .queue_bind(queue.into(), topology::EXCHANGE.into(), queue.into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.into(),
+            topology::EXCHANGE.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("bind queue");
 }
@@ -157,12 +164,21 @@ pub async fn wait_for_json_lines(
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        let lines: Vec<serde_json::Value> =
-            text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
         if lines.len() >= n {
             return lines;
         }
-        assert!(start.elapsed() < timeout, "only {} of {n} lines in {} after {timeout:?}; log:\n{}", lines.len(), file.display(), context());
+        assert!(
+            start.elapsed() < timeout,
+            "only {} of {n} lines in {} after {timeout:?}; log:\n{}",
+            lines.len(),
+            file.display(),
+            context()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

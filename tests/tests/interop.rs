@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use broker_proto::{DecodeOptions, TaskMessage, Value, decode, encode, eta_after, header, repr, time, topology};
 use celerity::amqp::{basic_properties, properties_of};
-use celerity_tests::{ChildGuard, Vhost, connect, declare_framework_queue, python, python_script, temp_dir, unique, wait_for_json_lines};
+use celerity_tests::{
+    ChildGuard, Vhost, connect, declare_framework_queue, python, python_script, temp_dir, unique, wait_for_json_lines,
+};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use serde_json::{Value as Json, json};
@@ -90,7 +92,8 @@ async fn python_worker_runs_messages_encoded_in_rust() {
     }
 
     let ran = wait_for_json_lines(&out, 2, Duration::from_secs(90), || worker.log()).await;
-    let by_id = |id: &str| ran.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("task {id} not run: {ran:?}")).clone();
+    let by_id =
+        |id: &str| ran.iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("task {id} not run: {ran:?}")).clone();
 
     let r = by_id(&rich.id);
     assert_eq!(r["task"], RECORD_TASK);

@@ -21,14 +21,19 @@ fuzz_target!(|data: &[u8]| {
     let body = if selector & 8 != 0 {
         let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if let Ok(v) = serde_json_header(&rest[..split]) {
-            headers.insert(["eta", "timelimit", "retries", "stamps", "expires", "x"][usize::from(selector >> 5) % 6].into(), v);
+            headers.insert(
+                ["eta", "timelimit", "retries", "stamps", "expires", "x"][usize::from(selector >> 5) % 6].into(),
+                v,
+            );
         }
         rest.get(split + 1..).unwrap_or_default()
     } else {
         rest
     };
     let props = Properties {
-        content_type: Some(if selector & 16 != 0 { "application/json" } else { "application/x-python-serialize" }.into()),
+        content_type: Some(
+            if selector & 16 != 0 { "application/json" } else { "application/x-python-serialize" }.into(),
+        ),
         headers,
         ..Properties::default()
     };

@@ -1,0 +1,69 @@
+# Shared by scripts/test and scripts/demo: make sure the local services of
+# SPEC §7 and the Python venv are there. Sourced, not run.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Debian packages the build and the tests need, installed only when missing.
+ensure_packages() {
+    local missing=()
+    command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+    command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
+    dpkg -s libmariadb-dev >/dev/null 2>&1 || missing+=(libmariadb-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+mariadb_answers() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; }
+
+ensure_mariadb() {
+    if ! mariadb_answers; then
+        log "starting MariaDB"
+        mkdir -p /run/mysqld && chown mysql:root /run/mysqld
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    fi
+    local i
+    for i in $(seq 1 60); do
+        mariadb_answers && return 0
+        sleep 1
+    done
+    log "MariaDB does not answer on 127.0.0.1:3306"
+    return 1
+}
+
+rabbitmq_answers() { timeout 20 rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; }
+
+ensure_rabbitmq() {
+    if ! rabbitmq_answers; then
+        log "starting RabbitMQ"
+        rabbitmq-server -detached >/dev/null 2>&1 || true
+        timeout 120 rabbitmqctl await_startup >/dev/null
+    fi
+    local i
+    for i in $(seq 1 60); do
+        rabbitmq_answers && return 0
+        sleep 1
+    done
+    log "RabbitMQ does not answer on 127.0.0.1:5672"
+    return 1
+}
+
+# The venv with real Celery, rebuilt only when the requirements change.
+ensure_venv() {
+    local venv="$1" requirements="$2"
+    local stamp="$venv/.requirements.sha256"
+    local want
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    log "preparing Python venv $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    echo "$want" > "$stamp"
+}
