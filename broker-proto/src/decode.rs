@@ -164,7 +164,8 @@ fn decode_dict_body(
     let mut meta = FieldTable::default();
     for name in KNOWN_HEADERS {
         if let Some(v) = dict.get(name) {
-            meta.insert(name.into(), header::from_json(unwrap_datetime_marker(v)));
+            let value = header::from_json(unwrap_datetime_marker(v)).map_err(|e| DecodeError::invalid(name, e))?;
+            meta.insert(name.into(), value);
         }
     }
     for (k, v) in &props.headers {

@@ -6,7 +6,7 @@
 //! string, 32-bit int, boolean, double, void, array, table or non-negative
 //! 64-bit int (SPEC §1).
 
-use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString};
+use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 use crate::error::EncodeError;
 
@@ -114,9 +114,10 @@ pub fn make_table_safe(prefix: &str, table: &FieldTable) -> Result<FieldTable, E
 }
 
 /// The header value py-amqp sends for a Python value, given as JSON
-/// (used to replay captured Python messages and to build test input).
-pub fn from_json(v: &serde_json::Value) -> AMQPValue {
-    match v {
+/// (used for v1 body fields, to replay captured Python messages and to build
+/// test input). Fails only on a table key longer than AMQP's 255 bytes.
+pub fn from_json(v: &serde_json::Value) -> Result<AMQPValue, String> {
+    Ok(match v {
         serde_json::Value::Null => AMQPValue::Void,
         serde_json::Value::Bool(b) => AMQPValue::Boolean(*b),
         serde_json::Value::Number(n) => match n.as_i64() {
@@ -126,19 +127,21 @@ pub fn from_json(v: &serde_json::Value) -> AMQPValue {
         },
         serde_json::Value::String(s) => text(s),
         serde_json::Value::Array(items) => {
-            AMQPValue::FieldArray(items.iter().map(from_json).collect::<Vec<_>>().into())
+            AMQPValue::FieldArray(items.iter().map(from_json).collect::<Result<Vec<_>, _>>()?.into())
         }
-        serde_json::Value::Object(map) => AMQPValue::FieldTable(table_from_json(map)),
-    }
+        serde_json::Value::Object(map) => AMQPValue::FieldTable(table_from_json(map)?),
+    })
 }
 
 /// [`from_json`] for a whole header table.
-pub fn table_from_json(map: &serde_json::Map<String, serde_json::Value>) -> FieldTable {
+pub fn table_from_json(map: &serde_json::Map<String, serde_json::Value>) -> Result<FieldTable, String> {
     let mut table = FieldTable::default();
     for (k, v) in map {
-        table.insert(k.as_str().into(), from_json(v));
+        let key = ShortString::try_new(k.as_str())
+            .map_err(|_| format!("table key of {} bytes is longer than AMQP allows (255)", k.len()))?;
+        table.insert(key, from_json(v)?);
     }
-    table
+    Ok(table)
 }
 
 /// A header value as JSON, for logs and dead-letter reasons.
@@ -179,7 +182,13 @@ fn binary_len(v: &AMQPValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol_types::ShortString;
+
+    #[test]
+    fn long_table_keys_are_errors_not_panics() {
+        let key = "k".repeat(256);
+        let err = from_json(&serde_json::json!({ key: 1 })).unwrap_err();
+        assert!(err.contains("256 bytes"), "{err}");
+    }
 
     #[test]
     fn unsafe_types_become_safe_ones() {
@@ -203,10 +212,10 @@ mod tests {
 
     #[test]
     fn json_ints_pick_widths_like_py_amqp() {
-        assert_eq!(from_json(&serde_json::json!(7)), AMQPValue::LongInt(7));
-        assert_eq!(from_json(&serde_json::json!(1_i64 << 40)), AMQPValue::LongLongInt(1 << 40));
+        assert_eq!(from_json(&serde_json::json!(7)).unwrap(), AMQPValue::LongInt(7));
+        assert_eq!(from_json(&serde_json::json!(1_i64 << 40)).unwrap(), AMQPValue::LongLongInt(1 << 40));
         assert_eq!(
-            to_json(&from_json(&serde_json::json!({"a": [1, "x", null, true, 0.5]}))),
+            to_json(&from_json(&serde_json::json!({"a": [1, "x", null, true, 0.5]})).unwrap()),
             serde_json::json!({"a": [1, "x", null, true, 0.5]})
         );
     }

@@ -7,7 +7,7 @@ fn props(headers: serde_json::Value) -> Properties {
     Properties {
         content_type: Some("application/json".into()),
         content_encoding: Some("utf-8".into()),
-        headers: header::table_from_json(headers.as_object().unwrap()),
+        headers: header::table_from_json(headers.as_object().unwrap()).unwrap(),
         ..Properties::default()
     }
 }
@@ -100,6 +100,14 @@ fn missing_or_mistyped_fields_are_named() {
         let e = err(&props(h), body);
         assert!(matches!(&e, DecodeError::BadTime { field, .. } if field == "eta"), "{e}");
     }
+}
+
+#[test]
+fn v1_fields_that_cannot_be_amqp_values_are_errors() {
+    // Found by the fuzzer: a table key over 255 bytes used to panic.
+    let body = json!({"task": "t", "id": "x", "stamps": {"k".repeat(300): 1}});
+    let e = err(&props(json!({})), body.to_string().as_bytes());
+    assert!(matches!(&e, DecodeError::InvalidField { field, .. } if field == "stamps"), "{e}");
 }
 
 #[test]

@@ -82,7 +82,7 @@ async fn python_worker_runs_messages_encoded_in_rust() {
                 queue.as_str().into(),
                 BasicPublishOptions::default(),
                 &outgoing.body,
-                basic_properties(&outgoing.properties),
+                basic_properties(&outgoing.properties).unwrap(),
             )
             .await
             .unwrap()

@@ -1,8 +1,19 @@
 //! Conversions between lapin's AMQP property type and the protocol crate's
 //! [`Properties`], so the protocol crate stays free of the client.
 
-use broker_proto::Properties;
+use broker_proto::{Properties, ShortString};
 use lapin::BasicProperties;
+use thiserror::Error;
+
+/// A property that AMQP cannot carry: short strings hold at most 255 bytes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("AMQP property {name} is {len} bytes long; at most 255 fit")]
+pub struct PropertyTooLong {
+    /// The property name.
+    pub name: &'static str,
+    /// Its length in bytes.
+    pub len: usize,
+}
 
 /// The Celery-relevant properties of a delivery.
 pub fn properties_of(props: &BasicProperties) -> Properties {
@@ -19,19 +30,22 @@ pub fn properties_of(props: &BasicProperties) -> Properties {
 }
 
 /// lapin properties for publishing a message with these properties.
-pub fn basic_properties(props: &Properties) -> BasicProperties {
+pub fn basic_properties(props: &Properties) -> Result<BasicProperties, PropertyTooLong> {
+    fn short(name: &'static str, value: &str) -> Result<ShortString, PropertyTooLong> {
+        ShortString::try_new(value).map_err(|_| PropertyTooLong { name, len: value.len() })
+    }
     let mut out = BasicProperties::default().with_headers(props.headers.clone());
     if let Some(v) = &props.content_type {
-        out = out.with_content_type(v.as_str().into());
+        out = out.with_content_type(short("content_type", v)?);
     }
     if let Some(v) = &props.content_encoding {
-        out = out.with_content_encoding(v.as_str().into());
+        out = out.with_content_encoding(short("content_encoding", v)?);
     }
     if let Some(v) = &props.correlation_id {
-        out = out.with_correlation_id(v.as_str().into());
+        out = out.with_correlation_id(short("correlation_id", v)?);
     }
     if let Some(v) = &props.reply_to {
-        out = out.with_reply_to(v.as_str().into());
+        out = out.with_reply_to(short("reply_to", v)?);
     }
     if let Some(v) = props.priority {
         out = out.with_priority(v);
@@ -40,7 +54,34 @@ pub fn basic_properties(props: &Properties) -> BasicProperties {
         out = out.with_delivery_mode(v);
     }
     if let Some(v) = &props.expiration {
-        out = out.with_expiration(v.as_str().into());
+        out = out.with_expiration(short("expiration", v)?);
     }
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_round_trip_through_lapin() {
+        let mut props = Properties {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("utf-8".into()),
+            correlation_id: Some("id".into()),
+            reply_to: Some("r".into()),
+            priority: Some(9),
+            delivery_mode: Some(2),
+            expiration: Some("1000".into()),
+            headers: Default::default(),
+        };
+        props.headers.insert("task".into(), broker_proto::header::text("t"));
+        assert_eq!(properties_of(&basic_properties(&props).unwrap()), props);
+    }
+
+    #[test]
+    fn overlong_short_strings_are_errors() {
+        let props = Properties { correlation_id: Some("x".repeat(256)), ..Properties::default() };
+        assert_eq!(basic_properties(&props).unwrap_err(), PropertyTooLong { name: "correlation_id", len: 256 });
+    }
 }

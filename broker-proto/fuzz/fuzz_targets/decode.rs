@@ -43,5 +43,5 @@ fuzz_target!(|data: &[u8]| {
 
 fn serde_json_header(bytes: &[u8]) -> Result<broker_proto::AMQPValue, ()> {
     let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| ())?;
-    Ok(header::from_json(&json))
+    header::from_json(&json).map_err(|_| ())
 }
