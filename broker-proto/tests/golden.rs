@@ -1,4 +1,4 @@
-//! Decodes every message captured from real Celery (scripts/capture-vectors.py)
+//! Decodes every message captured from real Celery (tests/python/capture_vectors.py)
 //! and checks each field against what Celery's own worker code read from it.
 
 mod common;

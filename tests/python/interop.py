@@ -20,25 +20,12 @@ import sys
 import time
 import uuid
 
-from celery import Celery
-from kombu import Exchange, Queue
 from kombu.utils.json import dumps as kombu_dumps
 
-SCHEDULE_TASK = "bk_plugin_framework.runtime.schedule.celery.tasks.schedule"
+from framework import SCHEDULE_TASK, make_app
+
 RECORD_TASK = "celerity.interop.record"
 CUSTOM_HEADER = "x-celerity-test"
-
-
-def make_app(broker, queue):
-    app = Celery("interop", broker=broker, set_as_current=False)
-    app.conf.task_queues = [
-        Queue(queue, Exchange("default", type="direct"), routing_key=queue,
-              queue_arguments={"x-max-priority": 255}),
-    ]
-    app.conf.task_default_queue = queue
-    app.conf.broker_connection_retry_on_startup = True
-    app.conf.worker_hijack_root_logger = False
-    return app
 
 
 def jsonable(value):
@@ -46,7 +33,7 @@ def jsonable(value):
 
 
 def worker(opts):
-    app = make_app(opts.broker, opts.queue)
+    app = make_app("interop", opts.broker, opts.queue)
 
     def record(task, args, kwargs):
         req = task.request
@@ -81,7 +68,7 @@ def worker(opts):
 
 
 def produce(opts):
-    app = make_app(opts.broker, opts.queue)
+    app = make_app("interop", opts.broker, opts.queue)
     shanghai = dt.timezone(dt.timedelta(hours=8))
     eta = dt.datetime(2026, 11, 23, 20, 0, 0, 250000, tzinfo=shanghai)
     expires = dt.datetime(2030, 1, 1, 0, 0, 0, tzinfo=dt.timezone.utc)

@@ -8,7 +8,7 @@ mod golden_check;
 use std::process::Command;
 
 use broker_proto::{DecodeOptions, decode};
-use celerity_tests::{Vhost, python, temp_dir, workspace_root};
+use celerity_tests::{Vhost, python, python_script, temp_dir};
 use golden_check::{REQUIRED_VECTORS, check_against_celery, check_reencoding, is_plain_v2, vectors_in};
 
 #[test]
@@ -16,7 +16,7 @@ fn freshly_captured_vectors_decode_as_celery_reads_them() {
     let vhost = Vhost::create();
     let dir = temp_dir();
     let out = Command::new(python())
-        .arg(workspace_root().join("scripts/capture-vectors.py"))
+        .arg(python_script("capture_vectors.py"))
         .args(["--broker", &vhost.url(), "--out"])
         .arg(&dir)
         .output()

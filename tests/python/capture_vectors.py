@@ -12,7 +12,7 @@ writes, to broker-proto/tests/vectors/<name>.json:
   field by field with broker_proto::decode.
 
 Run it with the test venv (scripts/test prepares it):
-    .venv/bin/python scripts/capture-vectors.py [--broker amqp://...] [--out DIR]
+    .venv/bin/python tests/python/capture_vectors.py [--broker amqp://...] [--out DIR]
 Queues are uniquely named and deleted afterwards; nothing else is touched.
 """
 
@@ -28,14 +28,14 @@ import uuid
 
 import celery
 import kombu
-from celery import Celery, signature
+from celery import signature
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from celery.worker.strategy import hybrid_to_proto2, proto1_to_proto2
-from kombu import Exchange, Queue
 from kombu.utils.json import dumps as kombu_dumps
 
-SCHEDULE_TASK = "bk_plugin_framework.runtime.schedule.celery.tasks.schedule"
+from framework import SCHEDULE_TASK, framework_queue, make_app
+
 KNOWN = [
     "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
     "retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
@@ -53,26 +53,12 @@ def jsonable(value):
     return json.loads(kombu_dumps(value))
 
 
-def make_app(broker, queue_name, **conf):
-    app = Celery("capture", broker=broker, set_as_current=False)
-    # The framework's topology: a direct exchange "default" and priority queues.
-    app.conf.task_queues = [
-        Queue(queue_name, Exchange("default", type="direct"), routing_key=queue_name,
-              queue_arguments={"x-max-priority": 255}),
-    ]
-    app.conf.task_default_queue = queue_name
-    app.conf.broker_connection_retry_on_startup = True
-    app.conf.update(conf)
-    return app
-
-
 def take(app, queue_name):
     """The next message on the queue: its body bytes exactly as RabbitMQ
     delivered them, and kombu's reading of it (which inflates compressed bodies)."""
     with app.connection_for_read() as conn:
         channel = conn.default_channel
-        queue = Queue(queue_name, Exchange("default", type="direct"), routing_key=queue_name,
-                      queue_arguments={"x-max-priority": 255})(channel)
+        queue = framework_queue(queue_name)(channel)
         raw = channel.basic_get(queue_name, no_ack=True)
         if raw is None:
             sys.exit(f"capture: nothing arrived on {queue_name}")
@@ -155,7 +141,7 @@ def record(out_dir, name, description, taken):
 
 def capture(out_dir, broker, name, description, publish, **conf):
     queue_name = f"celerity-capture-{name}-{uuid.uuid4().hex[:8]}"
-    app = make_app(broker, queue_name, **conf)
+    app = make_app("capture", broker, queue_name, **conf)
     publish(app, queue_name)
     record(out_dir, name, description, take(app, queue_name))
 
@@ -163,7 +149,7 @@ def capture(out_dir, broker, name, description, publish, **conf):
 def capture_retry(out_dir, broker):
     """A retry published by a real worker running Task.retry."""
     queue_name = f"celerity-capture-retry-{uuid.uuid4().hex[:8]}"
-    app = make_app(broker, queue_name)
+    app = make_app("capture", broker, queue_name)
 
     @app.task(bind=True, name=SCHEDULE_TASK, max_retries=6)
     def schedule(self, trace_id):
@@ -185,7 +171,7 @@ def capture_retry(out_dir, broker):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--broker", default=os.environ.get("CELERITY_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"))
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "broker-proto", "tests", "vectors"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "..", "broker-proto", "tests", "vectors"))
     opts = parser.parse_args()
     out, broker = opts.out, opts.broker
     os.makedirs(out, exist_ok=True)
