@@ -1,6 +1,26 @@
-//! The schedule table (`schedule_schedule`), Celerity's own tables, the
-//! connection pool and the transient-vs-fatal classification of database
-//! errors.
+//! The database layer: the framework's `schedule_schedule` table, Celerity's
+//! own tables (retry bookkeeping, attempt log), the r2d2 pool over diesel's
+//! MySQL connection, and the transient-vs-fatal classification of errors.
 //!
-//! Not built yet: this crate is a placeholder so the workspace layout is in
-//! place; its contents arrive with the `db` issue (see README, "Status").
+//! Everything here is blocking diesel; async callers go through [`Db::call`],
+//! which runs on `spawn_blocking` under a deadline.
+
+pub mod codes;
+mod config;
+mod db;
+mod error;
+pub mod migrate;
+mod models;
+mod pool;
+pub mod repo;
+pub mod schema;
+
+pub use chrono_tz::Tz;
+pub use codes::MysqlCode;
+pub use config::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DEFAULT_POOL_SIZE, DbConfig, redact_url,
+};
+pub use db::Db;
+pub use diesel::MysqlConnection;
+pub use error::{DbError, ErrorClass};
+pub use models::{Attempt, NewSchedule, PollResult, RetryState, ScheduleRow, State};

@@ -182,3 +182,163 @@ pub async fn wait_for_json_lines(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `mysql://root@127.0.0.1:3306` of the shared test server, without a database.
+pub fn mysql_base() -> String {
+    std::env::var("CELERITY_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A database of this test's own on the shared MariaDB, dropped when dropped.
+pub struct TestDatabase {
+    name: String,
+    base: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name on the shared server.
+    pub fn create() -> TestDatabase {
+        TestDatabase::create_on(&mysql_base())
+    }
+
+    /// Creates an empty database with a unique name on the server at `base`.
+    pub fn create_on(base: &str) -> TestDatabase {
+        let name = unique("celerity_test").replace('-', "_");
+        admin_execute(base, &format!("CREATE DATABASE `{name}`"));
+        TestDatabase { name, base: base.to_owned() }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.base, self.name)
+    }
+
+    /// A direct connection to it (not pooled).
+    pub fn connect(&self) -> diesel::MysqlConnection {
+        use diesel::Connection;
+        diesel::MysqlConnection::establish(&self.url()).unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use diesel::Connection;
+        if let Ok(mut conn) = diesel::MysqlConnection::establish(&self.base) {
+            let _ = diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS `{}`", self.name)),
+                &mut conn,
+            );
+        }
+    }
+}
+
+fn admin_execute(base: &str, statement: &str) {
+    use diesel::Connection;
+    let mut conn = diesel::MysqlConnection::establish(base).unwrap_or_else(|e| panic!("connect to {base}: {e}"));
+    diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn)
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// A `mariadbd` of the test's own, on its own port and data directory, so a
+/// test may stop, kill or freeze it without touching the shared server.
+pub struct PrivateMariadb {
+    dir: PathBuf,
+    port: u16,
+    server: Option<Child>,
+}
+
+impl PrivateMariadb {
+    /// Initialises a data directory and starts the server; waits until it answers.
+    pub fn start() -> PrivateMariadb {
+        let dir = temp_dir();
+        let data = dir.join("data");
+        let install = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("run mariadb-install-db (is mariadb-server installed?)");
+        assert!(install.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&install.stderr));
+        let chown = Command::new("chown").args(["-R", "mysql:mysql"]).arg(&dir).status().expect("chown");
+        assert!(chown.success(), "chown of the private data directory failed");
+        let mut server = PrivateMariadb { dir, port: free_port(), server: None };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1", "--skip-grant-tables"])
+            .args(["--innodb-buffer-pool-size=32M", "--skip-log-bin", "--max-connections=50"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--datadir={}", self.dir.join("data").display()))
+            .arg(format!("--socket={}", self.dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", self.dir.join("mysqld.pid").display()))
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start mariadbd");
+        self.server = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() || !diesel_ping(&self.base()) {
+            assert!(start.elapsed() < Duration::from_secs(60), "private mariadbd did not start:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `mysql://root@127.0.0.1:PORT`, without a database.
+    pub fn base(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.server.as_ref().expect("server running").id()
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`, `TERM`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(ok.success(), "kill -{signal} failed");
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn diesel_ping(url: &str) -> bool {
+    use diesel::Connection;
+    diesel::MysqlConnection::establish(url).is_ok()
+}

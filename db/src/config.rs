@@ -1,0 +1,90 @@
+//! Database settings, loaded once at start-up.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// Connections in the pool when nothing else is said: the worker raises it to
+/// at least its concurrency so no poll waits for a connection.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+/// How long a call waits for a pooled connection: long enough to ride out a
+/// burst, short enough that a dead server turns into a retry quickly.
+pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The deadline of one repository call: far above any statement Celerity
+/// runs (single-row reads and writes), so only a hung server reaches it.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// InnoDB's lock wait for Celerity's sessions: below the call deadline, so a
+/// blocked row surfaces as error 1205 rather than as a deadline.
+pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and how to reach the database.
+#[derive(Clone)]
+pub struct DbConfig {
+    /// `mysql://user:password@host:port/database`.
+    pub url: String,
+    /// Maximum pooled connections.
+    pub pool_size: u32,
+    /// Wait for a pooled connection (also bounds connecting to a hung server).
+    pub checkout_timeout: Duration,
+    /// Deadline of one repository call (a hung server's read or write).
+    pub call_timeout: Duration,
+    /// `innodb_lock_wait_timeout` of each session.
+    pub lock_wait_timeout: Duration,
+    /// Zone of the naive datetimes in the tables: UTC for Django `USE_TZ=True`,
+    /// the Django `TIME_ZONE` (e.g. Asia/Shanghai) for `USE_TZ=False`.
+    pub time_zone: Tz,
+}
+
+impl DbConfig {
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> DbConfig {
+        DbConfig {
+            url: url.into(),
+            pool_size: DEFAULT_POOL_SIZE,
+            checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            lock_wait_timeout: DEFAULT_LOCK_WAIT_TIMEOUT,
+            time_zone: Tz::UTC,
+        }
+    }
+}
+
+impl fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("lock_wait_timeout", &self.lock_wait_timeout)
+            .field("time_zone", &self.time_zone)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    // The userinfo ends at the last '@' before the first '/' of the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact_url("mysql://root:s3cr@t@db:3306/x"), "mysql://root:***@db:3306/x");
+        assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
+        assert_eq!(redact_url("mysql://db/x"), "mysql://db/x");
+        let cfg = DbConfig::new("mysql://u:hunter2@h/d");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,89 @@
+//! [`Db`]: the pool plus the rules for using it from async code: every call
+//! runs on `spawn_blocking`, under a deadline, and a connection that saw a
+//! connection-level error is dropped from the pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::MysqlConnection;
+
+use crate::config::DbConfig;
+use crate::error::DbError;
+use crate::pool::{self, Pool};
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    config: DbConfig,
+}
+
+impl Db {
+    /// Builds the pool; no connection is made until the first call.
+    pub fn new(config: DbConfig) -> Result<Db, DbError> {
+        let pool = pool::build(&config)?;
+        Ok(Db { inner: Arc::new(Inner { pool, config }) })
+    }
+
+    /// The settings this handle was built with.
+    pub fn config(&self) -> &DbConfig {
+        &self.inner.config
+    }
+
+    /// Now, as a naive datetime in the configured zone (how the tables store time).
+    pub fn now(&self) -> NaiveDateTime {
+        Utc::now().with_timezone(&self.inner.config.time_zone).naive_local()
+    }
+
+    /// Opens one connection outside the pool, to check the configuration at
+    /// start-up (a wrong password is fatal there, transient later).
+    pub fn check_connection(&self) -> Result<(), DbError> {
+        let mut conn = pool::Manager::new(&self.inner.config).open()?;
+        crate::repo::ping(&mut conn.conn)
+    }
+
+    /// Runs `f` on a pooled connection, blocking the current thread. Use
+    /// [`Db::call`] from async code.
+    pub fn blocking<T>(&self, f: impl FnOnce(&mut MysqlConnection) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mut conn = self.inner.pool.get().map_err(DbError::PoolTimeout)?;
+        let started = Instant::now();
+        let result = f(&mut conn.conn);
+        // A call that outlived its deadline was on a hung server: its
+        // connection is not trusted again.
+        if result.as_ref().err().is_some_and(DbError::breaks_connection)
+            || started.elapsed() > self.inner.config.call_timeout
+        {
+            conn.mark_broken();
+        }
+        result
+    }
+
+    /// Runs `f` on a pooled connection on the blocking thread pool, giving up
+    /// after the call deadline.
+    ///
+    /// diesel does not expose libmariadb's read and write timeouts, so a hung
+    /// server is bounded here: the caller gets [`DbError::Deadline`]
+    /// (transient) and goes on; the blocked thread keeps its connection until
+    /// the server answers or the socket breaks, then drops it. At most
+    /// `pool_size` threads can be held that way, after which calls fail fast
+    /// with a checkout timeout.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut MysqlConnection) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        let deadline = self.inner.config.call_timeout;
+        let task = tokio::task::spawn_blocking(move || db.blocking(f));
+        match tokio::time::timeout(deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(DbError::Task(join.to_string())),
+            Err(_) => Err(DbError::Deadline(deadline)),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The repository: every statement Celerity runs, blocking, on one
+//! connection. The worker reaches it through [`crate::Db`], which runs it on
+//! `spawn_blocking` under a deadline.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
+
+use crate::error::DbError;
+use crate::models::{Attempt, NewSchedule, PollChanges, PollResult, RetryState, ScheduleRow, State};
+use crate::schema::{celerity_attempt, celerity_schedule_retry, schedule_schedule};
+
+/// States a poll may still change.
+const OPEN_STATES: [i32; 2] = [State::Poll as i32, State::Callback as i32];
+/// States nothing changes any more.
+const FINAL_STATES: [i32; 2] = [State::Success as i32, State::Fail as i32];
+
+/// The schedule with this trace id.
+pub fn load(conn: &mut MysqlConnection, trace_id: &str) -> Result<ScheduleRow, DbError> {
+    schedule_schedule::table
+        .find(trace_id)
+        .select(ScheduleRow::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))
+}
+
+/// Inserts a schedule as the framework's producer does (tests, demo, bench).
+pub fn insert(conn: &mut MysqlConnection, row: &NewSchedule) -> Result<(), DbError> {
+    diesel::insert_into(schedule_schedule::table).values(row).execute(conn)?;
+    Ok(())
+}
+
+/// Applies a poll's result if the row is still open and at the
+/// `invoke_count` the poll saw, and then (same transaction) clears the retry
+/// bookkeeping and appends `attempt`. Returns whether it applied: a duplicate
+/// or stale delivery changes nothing, the attempt log included.
+pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Option<&Attempt>) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        let changes = PollChanges {
+            state: result.state.code(),
+            invoke_count: result.invoke_count,
+            data: result.data.as_deref(),
+            err: result.err.as_deref(),
+            finish_at: result.finish_at,
+        };
+        let updated = diesel::update(
+            schedule_schedule::table
+                .filter(schedule_schedule::trace_id.eq(&result.trace_id))
+                .filter(schedule_schedule::invoke_count.eq(result.seen_invoke_count))
+                .filter(schedule_schedule::state.eq_any(OPEN_STATES)),
+        )
+        .set(&changes)
+        .execute(conn)?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        clear_retry(conn, &result.trace_id)?;
+        if let Some(attempt) = attempt {
+            diesel::insert_into(celerity_attempt::table).values(attempt).execute(conn)?;
+        }
+        Ok(true)
+    })
+}
+
+/// Sets FAIL with `err` and `finish_at` unless the row is already final
+/// (SUCCESS or FAIL), clears the retry bookkeeping and appends `attempt`.
+/// Returns whether it applied.
+pub fn fail(
+    conn: &mut MysqlConnection,
+    trace_id: &str,
+    err: &str,
+    finish_at: NaiveDateTime,
+    attempt: Option<&Attempt>,
+) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        let updated = diesel::update(
+            schedule_schedule::table
+                .filter(schedule_schedule::trace_id.eq(trace_id))
+                .filter(schedule_schedule::state.ne_all(FINAL_STATES)),
+        )
+        .set((
+            schedule_schedule::state.eq(State::Fail.code()),
+            schedule_schedule::err.eq(err),
+            schedule_schedule::finish_at.eq(Some(finish_at)),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        clear_retry(conn, trace_id)?;
+        if let Some(attempt) = attempt {
+            // The attempt may already be logged if a FAIL is written twice.
+            diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)?;
+        }
+        Ok(true)
+    })
+}
+
+/// Takes the callback task's lock: `scheduling` 0 → 1. Returns whether this
+/// caller got it (exactly one row changed).
+pub fn try_lock(conn: &mut MysqlConnection, trace_id: &str) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        schedule_schedule::table
+            .filter(schedule_schedule::trace_id.eq(trace_id))
+            .filter(schedule_schedule::scheduling.eq(false)),
+    )
+    .set(schedule_schedule::scheduling.eq(true))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Releases the callback task's lock.
+pub fn unlock(conn: &mut MysqlConnection, trace_id: &str) -> Result<(), DbError> {
+    diesel::update(schedule_schedule::table.filter(schedule_schedule::trace_id.eq(trace_id)))
+        .set(schedule_schedule::scheduling.eq(false))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Deletes schedules (and Celerity's rows about them) whose `finish_at` is
+/// before `cutoff`, `batch` rows per transaction so no lock is held long.
+/// Returns how many schedules were deleted.
+pub fn delete_finished_before(conn: &mut MysqlConnection, cutoff: NaiveDateTime, batch: i64) -> Result<u64, DbError> {
+    if batch < 1 {
+        return Err(DbError::Config("delete batch size must be at least 1".into()));
+    }
+    let mut total = 0u64;
+    loop {
+        let deleted = conn.transaction(|conn| {
+            let ids: Vec<String> = schedule_schedule::table
+                .filter(schedule_schedule::finish_at.lt(cutoff))
+                .select(schedule_schedule::trace_id)
+                .limit(batch)
+                .for_update()
+                .load(conn)?;
+            if ids.is_empty() {
+                return Ok::<_, DbError>(0);
+            }
+            diesel::delete(celerity_attempt::table.filter(celerity_attempt::trace_id.eq_any(&ids))).execute(conn)?;
+            diesel::delete(celerity_schedule_retry::table.filter(celerity_schedule_retry::trace_id.eq_any(&ids)))
+                .execute(conn)?;
+            Ok(diesel::delete(schedule_schedule::table.filter(schedule_schedule::trace_id.eq_any(&ids)))
+                .execute(conn)?)
+        })?;
+        total += deleted as u64;
+        if (deleted as i64) < batch {
+            return Ok(total);
+        }
+    }
+}
+
+/// Records a transient failure: creates or updates the schedule's retry row
+/// (the first failure time is kept).
+pub fn record_retry(conn: &mut MysqlConnection, state: &RetryState) -> Result<(), DbError> {
+    diesel::insert_into(celerity_schedule_retry::table)
+        .values(state)
+        .on_conflict(diesel::dsl::DuplicatedKeys)
+        .do_update()
+        .set((
+            celerity_schedule_retry::retries.eq(state.retries),
+            celerity_schedule_retry::last_failure_at.eq(state.last_failure_at),
+            celerity_schedule_retry::next_retry_at.eq(state.next_retry_at),
+            celerity_schedule_retry::last_error_class.eq(&state.last_error_class),
+            celerity_schedule_retry::last_error.eq(&state.last_error),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Removes the schedule's retry row (its poll landed or it ended).
+pub fn clear_retry(conn: &mut MysqlConnection, trace_id: &str) -> Result<(), DbError> {
+    diesel::delete(celerity_schedule_retry::table.filter(celerity_schedule_retry::trace_id.eq(trace_id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The schedule's retry row, if it is RETRYING.
+pub fn retry_state(conn: &mut MysqlConnection, trace_id: &str) -> Result<Option<RetryState>, DbError> {
+    Ok(celerity_schedule_retry::table.find(trace_id).select(RetryState::as_select()).first(conn).optional()?)
+}
+
+/// Appends to the attempt log; returns false if that attempt is already there.
+pub fn append_attempt(conn: &mut MysqlConnection, attempt: &Attempt) -> Result<bool, DbError> {
+    Ok(diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)? == 1)
+}
+
+/// The schedule's attempt log, oldest first.
+pub fn attempts(conn: &mut MysqlConnection, trace_id: &str) -> Result<Vec<Attempt>, DbError> {
+    Ok(celerity_attempt::table
+        .filter(celerity_attempt::trace_id.eq(trace_id))
+        .order(celerity_attempt::attempt.asc())
+        .select(Attempt::as_select())
+        .load(conn)?)
+}
+
+/// A round trip that touches no table: the health check.
+pub fn ping(conn: &mut MysqlConnection) -> Result<(), DbError> {
+    diesel::select(sql::<Bool>("1")).execute(conn)?;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! diesel's view of the tables (see `migrations/` for the DDL).
+
+diesel::table! {
+    /// The framework's schedule table, as its Django migrations create it.
+    schedule_schedule (trace_id) {
+        trace_id -> Varchar,
+        plugin_version -> Varchar,
+        state -> Integer,
+        invoke_count -> Integer,
+        data -> Longtext,
+        created_at -> Datetime,
+        finish_at -> Nullable<Datetime>,
+        scheduling -> Bool,
+        err -> Longtext,
+    }
+}
+
+diesel::table! {
+    /// Retry bookkeeping of schedules backing off after transient errors.
+    celerity_schedule_retry (trace_id) {
+        trace_id -> Varchar,
+        retries -> Integer,
+        first_failure_at -> Datetime,
+        last_failure_at -> Datetime,
+        next_retry_at -> Nullable<Datetime>,
+        last_error_class -> Varchar,
+        last_error -> Longtext,
+    }
+}
+
+diesel::table! {
+    /// The attempt log: one row per landed poll.
+    celerity_attempt (trace_id, attempt) {
+        trace_id -> Varchar,
+        attempt -> Integer,
+        started_at -> Datetime,
+        ended_at -> Datetime,
+        outcome -> Varchar,
+        error -> Longtext,
+        hostname -> Varchar,
+    }
+}

@@ -1,0 +1,229 @@
+//! Every class of database error, provoked for real and classified. Tests
+//! that stop, kill or freeze a server use a private `mariadbd`; the others use
+//! a database of their own on the shared server.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use celerity_db::{Db, DbConfig, DbError, ErrorClass, MysqlCode, MysqlConnection, migrate, repo};
+use celerity_tests::{PrivateMariadb, TestDatabase, free_port};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer};
+
+fn config(url: &str) -> DbConfig {
+    DbConfig {
+        pool_size: 2,
+        checkout_timeout: Duration::from_secs(2),
+        call_timeout: Duration::from_secs(3),
+        lock_wait_timeout: Duration::from_secs(1),
+        ..DbConfig::new(url)
+    }
+}
+
+fn migrated(db: &TestDatabase) -> Db {
+    let handle = Db::new(config(&db.url())).unwrap();
+    handle.blocking(migrate::run).unwrap();
+    handle
+}
+
+fn insert_schedule(conn: &mut MysqlConnection, trace_id: &str) {
+    diesel::sql_query(format!(
+        "INSERT INTO schedule_schedule VALUES ('{trace_id}', '1.0.0', 2, 1, '{{}}', NOW(6), NULL, 0, '')"
+    ))
+    .execute(conn)
+    .unwrap();
+}
+
+fn connection_id(conn: &mut MysqlConnection) -> i64 {
+    diesel::select(sql::<BigInt>("CONNECTION_ID()")).get_result(conn).unwrap()
+}
+
+fn assert_transient(e: &DbError, codes: &[MysqlCode]) {
+    eprintln!("provoked: {e}");
+    assert_eq!(e.class(), ErrorClass::Transient, "{e} should be transient");
+    if !codes.is_empty() {
+        assert!(e.mysql_code().is_some_and(|c| codes.contains(&c)), "{e}: expected one of {codes:?}");
+    }
+}
+
+#[test]
+fn connection_refused_is_transient() {
+    let url = format!("mysql://root@127.0.0.1:{}/x", free_port());
+    let db = Db::new(config(&url)).unwrap();
+    let e = db.check_connection().unwrap_err();
+    assert!(matches!(e, DbError::Connect { .. }), "{e}");
+    assert_transient(&e, &[MysqlCode::ConnHostError, MysqlCode::ConnectionError]);
+    // Through the pool the same failure is a checkout timeout, also transient.
+    let started = Instant::now();
+    let e = db.blocking(|c| repo::load(c, "x")).unwrap_err();
+    assert!(matches!(e, DbError::PoolTimeout(_)), "{e}");
+    assert_transient(&e, &[]);
+    assert!(started.elapsed() < Duration::from_secs(10), "checkout is bounded");
+}
+
+#[test]
+fn killed_connection_is_transient_and_dropped_from_the_pool() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let id = db.blocking(|c| Ok(connection_id(c))).unwrap();
+    let mut admin = tdb.connect();
+    diesel::sql_query(format!("KILL {id}")).execute(&mut admin).unwrap();
+    // The pooled connection is dead: the server has gone away.
+    let e = db.blocking(|c| repo::load(c, "x")).unwrap_err();
+    assert_transient(&e, &[MysqlCode::ServerGone, MysqlCode::ServerLost, MysqlCode::ConnectionKilled]);
+    // It was dropped, not handed out again: the next call works on a new one.
+    let again = db.blocking(|c| Ok(connection_id(c))).unwrap();
+    assert_ne!(again, id);
+}
+
+#[test]
+fn connection_lost_during_a_query_is_transient() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let id = db.blocking(|c| Ok(connection_id(c))).unwrap();
+    let killer = {
+        let mut admin = tdb.connect();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            diesel::sql_query(format!("KILL {id}")).execute(&mut admin).unwrap();
+        })
+    };
+    let e = db
+        .blocking(|c| {
+            diesel::select(sql::<Integer>("SLEEP(5)")).get_result::<i32>(c)?;
+            Ok(())
+        })
+        .unwrap_err();
+    killer.join().unwrap();
+    assert_transient(&e, &[MysqlCode::ServerLost, MysqlCode::ConnectionKilled, MysqlCode::ServerGone]);
+}
+
+#[test]
+fn lock_wait_timeout_is_transient() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let mut holder = tdb.connect();
+    insert_schedule(&mut holder, "locked");
+    holder
+        .transaction::<_, diesel::result::Error, _>(|holder| {
+            diesel::sql_query("SELECT * FROM schedule_schedule WHERE trace_id = 'locked' FOR UPDATE")
+                .execute(holder)?;
+            let e = db.blocking(|c| repo::try_lock(c, "locked")).unwrap_err();
+            assert_transient(&e, &[MysqlCode::LockWaitTimeout]);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn deadlock_is_transient() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let mut setup = tdb.connect();
+    insert_schedule(&mut setup, "a");
+    insert_schedule(&mut setup, "b");
+    // Two sessions lock a then b and b then a: InnoDB picks a victim.
+    let barrier = Arc::new(Barrier::new(2));
+    let run = |first: &'static str, second: &'static str| {
+        let db = db.clone();
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            db.blocking(move |c| {
+                c.transaction(|c| {
+                    repo::try_lock(c, first)?;
+                    barrier.wait();
+                    repo::try_lock(c, second)?;
+                    Ok(())
+                })
+            })
+        })
+    };
+    let results = [run("a", "b"), run("b", "a")].map(|t| t.join().unwrap());
+    let errors: Vec<&DbError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "exactly one deadlock victim: {results:?}");
+    assert_transient(errors[0], &[MysqlCode::Deadlock]);
+}
+
+#[test]
+fn not_found_bad_data_and_bad_sql_are_fatal() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let e = db.blocking(|c| repo::load(c, "missing")).unwrap_err();
+    assert!(matches!(e, DbError::NotFound(ref id) if id == "missing"), "{e}");
+    assert_eq!(e.class(), ErrorClass::Fatal);
+
+    // A state the framework never writes is bad data.
+    let mut conn = tdb.connect();
+    diesel::sql_query("INSERT INTO schedule_schedule VALUES ('odd', '1.0.0', 9, 1, '{}', NOW(6), NULL, 0, '')")
+        .execute(&mut conn)
+        .unwrap();
+    let row = db.blocking(|c| repo::load(c, "odd")).unwrap();
+    let e = row.state().unwrap_err();
+    assert!(matches!(e, DbError::BadData(_)), "{e}");
+    assert_eq!(e.class(), ErrorClass::Fatal);
+
+    for (statement, code) in [
+        ("SELECT nosuch FROM schedule_schedule", MysqlCode::BadField),
+        ("SELEC 1", MysqlCode::ParseError),
+        ("SELECT * FROM no_such_table", MysqlCode::NoSuchTable),
+        (
+            "INSERT INTO schedule_schedule VALUES ('odd', '1.0.0', 2, 1, '{}', NOW(6), NULL, 0, '')",
+            MysqlCode::DuplicateEntry,
+        ),
+        ("INSERT INTO schedule_schedule (trace_id) VALUES (NULL)", MysqlCode::BadNull),
+    ] {
+        let e = db.blocking(move |c| Ok(diesel::sql_query(statement).execute(c)?)).unwrap_err();
+        assert_eq!(e.mysql_code(), Some(code), "{statement}: {e}");
+        assert_eq!(e.class(), ErrorClass::Fatal, "{statement}: {e}");
+    }
+}
+
+#[test]
+fn server_shut_down_mid_query_is_transient() {
+    let mut server = PrivateMariadb::start();
+    let tdb = TestDatabase::create_on(&server.base());
+    let db = migrated(&tdb);
+    let pid = server.pid();
+    let query = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            db.blocking(|c| {
+                diesel::select(sql::<Integer>("SLEEP(20)")).get_result::<i32>(c)?;
+                Ok(())
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap().success());
+    let e = query.join().unwrap().unwrap_err();
+    assert_transient(
+        &e,
+        &[MysqlCode::ServerLost, MysqlCode::ServerShutdown, MysqlCode::NormalShutdown, MysqlCode::ConnectionKilled],
+    );
+    // While it is down, a call is a transient checkout failure; after a restart it works again.
+    server.stop();
+    assert_transient(&db.blocking(|c| repo::load(c, "x")).unwrap_err(), &[]);
+    server.restart();
+    let e = db.blocking(|c| repo::load(c, "x")).unwrap_err();
+    assert!(matches!(e, DbError::NotFound(_)), "after the restart the database answers: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_surfaces_as_a_deadline() {
+    let server = PrivateMariadb::start();
+    let tdb = TestDatabase::create_on(&server.base());
+    let db = migrated(&tdb);
+    db.call(|c| repo::ping(c)).await.unwrap();
+    server.signal("STOP");
+    let started = Instant::now();
+    let e = db.call(|c| repo::load(c, "x")).await.unwrap_err();
+    let waited = started.elapsed();
+    server.signal("CONT");
+    assert!(matches!(e, DbError::Deadline(_)), "{e}");
+    assert_transient(&e, &[]);
+    assert!(waited < Duration::from_secs(6), "gave up after {waited:?}, deadline is 3 s");
+    // Once the server runs again, calls succeed.
+    let e = db.call(|c| repo::load(c, "x")).await.unwrap_err();
+    assert!(matches!(e, DbError::NotFound(_)), "{e}");
+}
