@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::MysqlConnection;
 
 use crate::config::DbConfig;
@@ -35,9 +35,10 @@ impl Db {
         &self.inner.config
     }
 
-    /// Now, as a naive datetime in the configured zone (how the tables store time).
+    /// Now, as a naive datetime in the configured zone and at the columns'
+    /// microsecond precision (how the tables store time).
     pub fn now(&self) -> NaiveDateTime {
-        Utc::now().with_timezone(&self.inner.config.time_zone).naive_local()
+        Utc::now().with_timezone(&self.inner.config.time_zone).naive_local().trunc_subsecs(6)
     }
 
     /// Opens one connection outside the pool, to check the configuration at

@@ -214,7 +214,7 @@ async fn hung_server_surfaces_as_a_deadline() {
     let server = PrivateMariadb::start();
     let tdb = TestDatabase::create_on(&server.base());
     let db = migrated(&tdb);
-    db.call(|c| repo::ping(c)).await.unwrap();
+    db.call(repo::ping).await.unwrap();
     server.signal("STOP");
     let started = Instant::now();
     let e = db.call(|c| repo::load(c, "x")).await.unwrap_err();
@@ -226,4 +226,19 @@ async fn hung_server_surfaces_as_a_deadline() {
     // Once the server runs again, calls succeed.
     let e = db.call(|c| repo::load(c, "x")).await.unwrap_err();
     assert!(matches!(e, DbError::NotFound(_)), "{e}");
+}
+
+#[test]
+fn passwords_never_reach_error_messages() {
+    let url = "mysql://celerity_nobody:hunter2secret@127.0.0.1:3306/x";
+    let db = Db::new(config(url)).unwrap();
+    let e = db.check_connection().unwrap_err();
+    assert_eq!(e.mysql_code(), Some(MysqlCode::AccessDenied), "{e}");
+    assert_eq!(e.class(), ErrorClass::Fatal, "a wrong password is fatal at start-up");
+    let pooled = db.blocking(|c| repo::load(c, "x")).unwrap_err();
+    for text in
+        [e.to_string(), format!("{e:?}"), pooled.to_string(), format!("{pooled:?}"), format!("{:?}", db.config())]
+    {
+        assert!(!text.contains("hunter2secret"), "password leaked: {text}");
+    }
 }

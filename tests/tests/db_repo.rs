@@ -1,0 +1,291 @@
+//! The repository API on a `schedule_schedule` built with the exact DDL the
+//! framework's Django migrations produce (db/tests/django_schedule.sql), and
+//! the embedded migrations on an empty database.
+
+use celerity_db::{Attempt, Db, DbConfig, NewSchedule, PollResult, RetryState, State, Tz, migrate, repo};
+use celerity_tests::{TestDatabase, workspace_root};
+use chrono::{Duration, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+const DJANGO_DDL: &str = "db/tests/django_schedule.sql";
+
+fn django_ddl() -> String {
+    std::fs::read_to_string(workspace_root().join(DJANGO_DDL)).expect("Django DDL file")
+}
+
+#[derive(QueryableByName)]
+struct CreateTable {
+    #[diesel(sql_type = Text, column_name = "Create Table")]
+    create_table: String,
+}
+
+fn show_create(conn: &mut MysqlConnection, table: &str) -> String {
+    diesel::sql_query(format!("SHOW CREATE TABLE `{table}`")).get_result::<CreateTable>(conn).unwrap().create_table
+}
+
+/// A database whose schedule table Django made, then migrated by Celerity.
+fn django_made() -> (TestDatabase, Db) {
+    let tdb = TestDatabase::create();
+    let mut conn = tdb.connect();
+    diesel::sql_query(django_ddl()).execute(&mut conn).unwrap();
+    let db = Db::new(DbConfig::new(tdb.url())).unwrap();
+    db.blocking(migrate::run).unwrap();
+    (tdb, db)
+}
+
+fn new_schedule(trace_id: &str, now: NaiveDateTime) -> NewSchedule {
+    NewSchedule {
+        trace_id: trace_id.into(),
+        plugin_version: "1.0.0".into(),
+        state: State::Poll.code(),
+        invoke_count: 1,
+        data: r#"{"inputs": {"polls": 3}, "context": {"storage": {}, "outputs": {}, "data": {}}, "outputs": {}}"#
+            .into(),
+        created_at: now,
+        finish_at: None,
+        scheduling: false,
+        err: String::new(),
+    }
+}
+
+fn attempt(trace_id: &str, n: i32, outcome: &str, now: NaiveDateTime) -> Attempt {
+    Attempt {
+        trace_id: trace_id.into(),
+        attempt: n,
+        started_at: now,
+        ended_at: now,
+        outcome: outcome.into(),
+        error: String::new(),
+        hostname: "test@host".into(),
+    }
+}
+
+#[test]
+fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
+    let tdb = TestDatabase::create();
+    let db = Db::new(DbConfig::new(tdb.url())).unwrap();
+    let ran = db.blocking(migrate::run).unwrap();
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
+    let mut conn = tdb.connect();
+    assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
+    for table in ["celerity_schedule_retry", "celerity_attempt"] {
+        assert!(show_create(&mut conn, table).contains(table));
+    }
+}
+
+#[test]
+fn migrations_keep_a_django_made_table_and_its_rows() {
+    let tdb = TestDatabase::create();
+    let mut conn = tdb.connect();
+    diesel::sql_query(django_ddl()).execute(&mut conn).unwrap();
+    diesel::sql_query("INSERT INTO schedule_schedule VALUES ('keep', '1.0.0', 2, 1, '{}', NOW(6), NULL, 0, '')")
+        .execute(&mut conn)
+        .unwrap();
+    let db = Db::new(DbConfig::new(tdb.url())).unwrap();
+    db.blocking(migrate::run).unwrap();
+    db.blocking(migrate::run).unwrap();
+    assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
+    assert_eq!(db.blocking(|c| repo::load(c, "keep")).unwrap().invoke_count, 1);
+}
+
+#[test]
+fn guarded_poll_update_applies_once_and_a_duplicate_changes_nothing() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t1", now))).unwrap();
+    let row = db.blocking(|c| repo::load(c, "t1")).unwrap();
+    assert_eq!((row.state().unwrap(), row.invoke_count, row.scheduling), (State::Poll, 1, false));
+
+    let poll = PollResult {
+        trace_id: "t1".into(),
+        seen_invoke_count: 1,
+        state: State::Poll,
+        invoke_count: 2,
+        data: Some(r#"{"polled": 1}"#.into()),
+        err: None,
+        finish_at: None,
+    };
+    let first = attempt("t1", 2, "POLL", now);
+    assert!(
+        db.blocking({
+            let (poll, first) = (poll.clone(), first.clone());
+            move |c| repo::apply_poll(c, &poll, Some(&first))
+        })
+        .unwrap()
+    );
+    // The same delivery again: the guard sees invoke_count 2, not 1.
+    let mut dup_attempt = first.clone();
+    dup_attempt.hostname = "other@host".into();
+    assert!(
+        !db.blocking({
+            let poll = poll.clone();
+            move |c| repo::apply_poll(c, &poll, Some(&dup_attempt))
+        })
+        .unwrap()
+    );
+    let row = db.blocking(|c| repo::load(c, "t1")).unwrap();
+    assert_eq!(row.invoke_count, 2);
+    assert_eq!(row.data, r#"{"polled": 1}"#);
+    assert_eq!(
+        db.blocking(|c| repo::attempts(c, "t1")).unwrap(),
+        vec![first],
+        "attempt log unchanged by the duplicate"
+    );
+
+    // Success: final, finish_at set; nothing applies after it, FAIL included.
+    let done = PollResult {
+        seen_invoke_count: 2,
+        state: State::Success,
+        invoke_count: 3,
+        data: Some(r#"{"done": true}"#.into()),
+        finish_at: Some(now),
+        ..poll.clone()
+    };
+    assert!(db.blocking(move |c| repo::apply_poll(c, &done, None)).unwrap());
+    let stale = PollResult { seen_invoke_count: 3, invoke_count: 4, ..poll };
+    assert!(!db.blocking(move |c| repo::apply_poll(c, &stale, None)).unwrap(), "final rows are never polled");
+    assert!(!db.blocking(move |c| repo::fail(c, "t1", "late", now, None)).unwrap(), "FAIL never overwrites SUCCESS");
+    let row = db.blocking(|c| repo::load(c, "t1")).unwrap();
+    assert_eq!((row.state().unwrap(), row.finish_at, row.err.as_str()), (State::Success, Some(now), ""));
+}
+
+#[test]
+fn fail_keeps_data_sets_err_and_finish_at_once() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t2", now))).unwrap();
+    let before = db.blocking(|c| repo::load(c, "t2")).unwrap();
+    let log = attempt("t2", 2, "FAIL", now);
+    assert!(
+        db.blocking({
+            let log = log.clone();
+            move |c| repo::fail(c, "t2", "plugin schedule failed: boom", now, Some(&log))
+        })
+        .unwrap()
+    );
+    assert!(!db.blocking(move |c| repo::fail(c, "t2", "again", now, None)).unwrap());
+    let row = db.blocking(|c| repo::load(c, "t2")).unwrap();
+    assert_eq!(row.state().unwrap(), State::Fail);
+    assert_eq!(row.err, "plugin schedule failed: boom");
+    assert_eq!(row.finish_at, Some(now));
+    assert_eq!(row.data, before.data, "data untouched");
+    assert_eq!(db.blocking(|c| repo::attempts(c, "t2")).unwrap(), vec![log]);
+}
+
+#[test]
+fn scheduling_lock_is_taken_once_and_released() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t3", now))).unwrap();
+    assert!(db.blocking(|c| repo::try_lock(c, "t3")).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, "t3")).unwrap(), "a second taker is refused");
+    assert!(db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
+    db.blocking(|c| repo::unlock(c, "t3")).unwrap();
+    assert!(!db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
+    assert!(db.blocking(|c| repo::try_lock(c, "t3")).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, "no-such")).unwrap());
+}
+
+#[test]
+fn retry_bookkeeping_is_written_updated_and_cleared() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t4", now))).unwrap();
+    let first = RetryState {
+        trace_id: "t4".into(),
+        retries: 1,
+        first_failure_at: now,
+        last_failure_at: now,
+        next_retry_at: Some(now + Duration::seconds(5)),
+        last_error_class: "transient".into(),
+        last_error: "mysql error 2013".into(),
+    };
+    db.blocking({
+        let first = first.clone();
+        move |c| repo::record_retry(c, &first)
+    })
+    .unwrap();
+    let later = now + Duration::seconds(5);
+    let second = RetryState {
+        retries: 2,
+        first_failure_at: later,
+        last_failure_at: later,
+        next_retry_at: Some(later + Duration::seconds(10)),
+        last_error: "mysql error 1205".into(),
+        ..first.clone()
+    };
+    db.blocking(move |c| repo::record_retry(c, &second)).unwrap();
+    let state = db.blocking(|c| repo::retry_state(c, "t4")).unwrap().unwrap();
+    assert_eq!(state.retries, 2);
+    assert_eq!(state.first_failure_at, now, "the first failure time is kept");
+    assert_eq!(state.last_failure_at, later);
+    assert_eq!(state.last_error, "mysql error 1205");
+    // A landed poll clears it in the same transaction.
+    let poll = PollResult {
+        trace_id: "t4".into(),
+        seen_invoke_count: 1,
+        state: State::Poll,
+        invoke_count: 2,
+        data: None,
+        err: None,
+        finish_at: None,
+    };
+    assert!(db.blocking(move |c| repo::apply_poll(c, &poll, None)).unwrap());
+    assert_eq!(db.blocking(|c| repo::retry_state(c, "t4")).unwrap(), None);
+    db.blocking(move |c| repo::record_retry(c, &first)).unwrap();
+    db.blocking(|c| repo::clear_retry(c, "t4")).unwrap();
+    assert_eq!(db.blocking(|c| repo::retry_state(c, "t4")).unwrap(), None);
+}
+
+#[test]
+fn expired_schedules_are_deleted_in_batches_with_their_rows() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    let old = now - Duration::days(31);
+    for i in 0..7 {
+        let id = format!("old{i}");
+        let mut row = new_schedule(&id, old);
+        row.state = State::Success.code();
+        row.finish_at = Some(old);
+        db.blocking(move |c| repo::insert(c, &row)).unwrap();
+        let log = attempt(&id, 2, "SUCCESS", old);
+        db.blocking(move |c| repo::append_attempt(c, &log)).unwrap();
+    }
+    let mut recent = new_schedule("recent", now);
+    recent.state = State::Fail.code();
+    recent.finish_at = Some(now - Duration::days(1));
+    db.blocking(move |c| repo::insert(c, &recent)).unwrap();
+    db.blocking(|c| repo::insert(c, &new_schedule("running", now))).unwrap();
+
+    let cutoff = now - Duration::days(30);
+    let deleted = db.blocking(move |c| repo::delete_finished_before(c, cutoff, 3)).unwrap();
+    assert_eq!(deleted, 7);
+    for id in ["recent", "running"] {
+        assert!(db.blocking(move |c| repo::load(c, id)).is_ok(), "{id} kept");
+    }
+    assert!(db.blocking(|c| repo::attempts(c, "old0")).unwrap().is_empty(), "their attempt log went too");
+    assert_eq!(db.blocking(move |c| repo::delete_finished_before(c, cutoff, 3)).unwrap(), 0);
+}
+
+#[test]
+fn times_are_utc_by_default_and_the_configured_zone_otherwise() {
+    let tdb = TestDatabase::create();
+    let utc = Db::new(DbConfig::new(tdb.url())).unwrap();
+    let shanghai =
+        Db::new(DbConfig { time_zone: "Asia/Shanghai".parse::<Tz>().unwrap(), ..DbConfig::new(tdb.url()) }).unwrap();
+    let real = Utc::now().naive_utc();
+    assert!((utc.now() - real).num_seconds().abs() < 5);
+    assert!((shanghai.now() - real - Duration::hours(8)).num_seconds().abs() < 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_calls_run_off_the_runtime() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.call(move |c| repo::insert(c, &new_schedule("t5", now))).await.unwrap();
+    let row = db.call(|c| repo::load(c, "t5")).await.unwrap();
+    assert_eq!(row.trace_id, "t5");
+    db.call(repo::ping).await.unwrap();
+}
