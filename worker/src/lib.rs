@@ -3,3 +3,7 @@
 
 pub mod amqp;
 pub mod cli;
+pub mod plugin;
+pub mod plugins;
+pub mod poll;
+pub mod pyjson;

@@ -1,0 +1,3 @@
+//! The plugins Celerity ships.
+
+pub mod example;
