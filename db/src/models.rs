@@ -133,6 +133,8 @@ pub struct PollResult {
     pub err: Option<String>,
     /// `finish_at` to set, for final states.
     pub finish_at: Option<NaiveDateTime>,
+    /// Release the callback task's `scheduling` lock in the same update.
+    pub release_lock: bool,
 }
 
 /// The columns a [`PollResult`] changes (`None` fields are left alone).
@@ -144,6 +146,7 @@ pub(crate) struct PollChanges<'a> {
     pub(crate) data: Option<&'a str>,
     pub(crate) err: Option<&'a str>,
     pub(crate) finish_at: Option<NaiveDateTime>,
+    pub(crate) scheduling: Option<bool>,
 }
 
 /// Retry bookkeeping of one schedule (a row exists while it is RETRYING).

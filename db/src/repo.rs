@@ -44,6 +44,7 @@ pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Opti
             data: result.data.as_deref(),
             err: result.err.as_deref(),
             finish_at: result.finish_at,
+            scheduling: result.release_lock.then_some(false),
         };
         let updated = diesel::update(
             schedule_schedule::table
@@ -58,15 +59,18 @@ pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Opti
         }
         clear_retry(conn, &result.trace_id)?;
         if let Some(attempt) = attempt {
-            diesel::insert_into(celerity_attempt::table).values(attempt).execute(conn)?;
+            // A poll that failed before running the plugin keeps its invoke_count,
+            // so its attempt number may already be logged.
+            diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)?;
         }
         Ok(true)
     })
 }
 
 /// Sets FAIL with `err` and `finish_at` unless the row is already final
-/// (SUCCESS or FAIL), clears the retry bookkeeping and appends `attempt`.
-/// Returns whether it applied.
+/// (SUCCESS or FAIL), releases the `scheduling` lock (a failed schedule needs
+/// none), clears the retry bookkeeping and appends `attempt`. Returns whether
+/// it applied.
 pub fn fail(
     conn: &mut MysqlConnection,
     trace_id: &str,
@@ -84,6 +88,7 @@ pub fn fail(
             schedule_schedule::state.eq(State::Fail.code()),
             schedule_schedule::err.eq(err),
             schedule_schedule::finish_at.eq(Some(finish_at)),
+            schedule_schedule::scheduling.eq(false),
         ))
         .execute(conn)?;
         if updated == 0 {

@@ -106,6 +106,7 @@ fn guarded_poll_update_applies_once_and_a_duplicate_changes_nothing() {
         data: Some(r#"{"polled": 1}"#.into()),
         err: None,
         finish_at: None,
+        release_lock: false,
     };
     let first = attempt("t1", 2, "POLL", now);
     assert!(
@@ -231,6 +232,7 @@ fn retry_bookkeeping_is_written_updated_and_cleared() {
         data: None,
         err: None,
         finish_at: None,
+        release_lock: false,
     };
     assert!(db.blocking(move |c| repo::apply_poll(c, &poll, None)).unwrap());
     assert_eq!(db.blocking(|c| repo::retry_state(c, "t4")).unwrap(), None);

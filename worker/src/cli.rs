@@ -1,7 +1,14 @@
 //! The command line of `celerity` (SPEC §6). Every flag also reads an
-//! environment variable `CELERITY_<FLAG>`.
+//! environment variable `CELERITY_<FLAG>` (upper case, `-` → `_`).
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DbConfig, Tz};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, LogFormat, WorkerConfig};
+use crate::retry::{self, RetryPolicy};
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
 #[derive(Debug, Parser)]
@@ -9,9 +16,175 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Command,
 }
 
-/// The subcommands. `worker` and `migrate` arrive with the worker and db issues.
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Consume the framework's queues until SIGTERM or SIGINT.
+    Worker(Box<WorkerArgs>),
+    /// Create Celerity's tables, and schedule_schedule where it does not exist; safe to run again.
+    Migrate(MigrateArgs),
+}
+
+/// `celerity migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The database.
+    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// The broker a fresh local install has.
+pub const DEFAULT_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The database a fresh local install has.
+pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/celerity";
+
+/// `celerity worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The RabbitMQ to consume from.
+    #[arg(long, env = "CELERITY_BROKER_URL", default_value = DEFAULT_BROKER_URL)]
+    pub broker_url: String,
+    /// The MySQL/MariaDB holding schedule_schedule.
+    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Queues to consume, comma-separated.
+    #[arg(
+        long,
+        env = "CELERITY_QUEUES",
+        value_delimiter = ',',
+        default_value = "plugin_schedule,plugin_callback,schedule_delete"
+    )]
+    pub queues: Vec<String>,
+    /// Polls running at once.
+    #[arg(long, env = "CELERITY_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    /// Worker name, shown in the attempt log (default celerity@<host name>).
+    #[arg(long, env = "CELERITY_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// IANA zone of the tables' naive datetimes (the framework's Django TIME_ZONE when USE_TZ=False).
+    #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
+    pub db_time_zone: String,
+    /// Where /metrics and /healthz listen.
+    #[arg(long, env = "CELERITY_HTTP_ADDR", default_value = "127.0.0.1:9540")]
+    pub http_addr: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "CELERITY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Database connections (default: concurrency + 4).
+    #[arg(long, env = "CELERITY_DB_POOL_SIZE")]
+    pub db_pool_size: Option<u32>,
+    /// Seconds to wait for a pooled database connection.
+    #[arg(long, env = "CELERITY_DB_CHECKOUT_TIMEOUT", default_value_t = Secs(DEFAULT_CHECKOUT_TIMEOUT))]
+    pub db_checkout_timeout: Secs,
+    /// Seconds one database call may take before it counts as a hung server.
+    #[arg(long, env = "CELERITY_DB_CALL_TIMEOUT", default_value_t = Secs(DEFAULT_CALL_TIMEOUT))]
+    pub db_call_timeout: Secs,
+    /// innodb_lock_wait_timeout of the worker's sessions, in seconds.
+    #[arg(long, env = "CELERITY_DB_LOCK_WAIT_TIMEOUT", default_value_t = Secs(DEFAULT_LOCK_WAIT_TIMEOUT))]
+    pub db_lock_wait_timeout: Secs,
+    /// Countdown of the first retry after a transient database error, in seconds.
+    #[arg(long, env = "CELERITY_RETRY_BASE", default_value_t = Secs(retry::DEFAULT_BASE))]
+    pub retry_base: Secs,
+    /// Longest retry countdown, in seconds.
+    #[arg(long, env = "CELERITY_RETRY_MAX", default_value_t = Secs(retry::DEFAULT_MAX))]
+    pub retry_max: Secs,
+    /// Retries before a schedule is failed.
+    #[arg(long, env = "CELERITY_MAX_RETRIES", default_value_t = retry::DEFAULT_MAX_RETRIES)]
+    pub max_retries: u32,
+    /// Deliveries with a future eta held in memory beyond the concurrency.
+    #[arg(long, env = "CELERITY_ETA_HOLD", default_value_t = config::DEFAULT_ETA_HOLD)]
+    pub eta_hold: u16,
+    /// Seconds in-flight polls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "CELERITY_SHUTDOWN_GRACE", default_value_t = Secs(config::DEFAULT_SHUTDOWN_GRACE))]
+    pub shutdown_grace: Secs,
+    /// Seconds to wait for the broker at start-up.
+    #[arg(long, env = "CELERITY_BROKER_WAIT", default_value_t = Secs(config::DEFAULT_BROKER_WAIT))]
+    pub broker_wait: Secs,
+    /// delete_expired_schedule removes schedules finished more than this many days ago.
+    #[arg(long, env = "CELERITY_DELETE_AFTER_DAYS", default_value_t = config::DEFAULT_DELETE_AFTER_DAYS)]
+    pub delete_after_days: u32,
+    /// Rows per delete transaction.
+    #[arg(long, env = "CELERITY_DELETE_BATCH", default_value_t = config::DEFAULT_DELETE_BATCH)]
+    pub delete_batch: i64,
+}
+
+/// A duration given in seconds on the command line, possibly fractional (`0.2`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Secs(pub Duration);
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+impl std::str::FromStr for Secs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Secs, String> {
+        let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        Duration::try_from_secs_f64(secs).map(Secs).map_err(|_| format!("{text:?} is not a usable number of seconds"))
+    }
+}
+
+impl WorkerArgs {
+    /// Checks the flags and builds the worker's configuration.
+    pub fn into_config(self) -> Result<WorkerConfig, String> {
+        if !self.broker_url.starts_with("amqp://") {
+            return Err(format!(
+                "--broker-url must be an amqp:// URL, got {}",
+                celerity_db::redact_url(&self.broker_url)
+            ));
+        }
+        self.broker_url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+            format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(&self.broker_url))
+        })?;
+        if !self.database_url.starts_with("mysql://") {
+            return Err(format!(
+                "--database-url must be a mysql:// URL, got {}",
+                celerity_db::redact_url(&self.database_url)
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err("--queues has an empty queue name".into());
+        }
+        let time_zone: Tz = self
+            .db_time_zone
+            .parse()
+            .map_err(|_| format!("--db-time-zone {:?} is not an IANA zone name", self.db_time_zone))?;
+        let pool_size = self.db_pool_size.unwrap_or(self.concurrency as u32 + 4);
+        if (pool_size as usize) < self.concurrency {
+            return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
+        }
+        let hostname =
+            self.hostname.unwrap_or_else(|| format!("celerity@{}", gethostname::gethostname().to_string_lossy()));
+        Ok(WorkerConfig {
+            broker_url: self.broker_url,
+            db: DbConfig {
+                pool_size,
+                checkout_timeout: self.db_checkout_timeout.0,
+                call_timeout: self.db_call_timeout.0,
+                lock_wait_timeout: self.db_lock_wait_timeout.0,
+                time_zone,
+                ..DbConfig::new(self.database_url)
+            },
+            queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
+            concurrency: self.concurrency,
+            eta_hold: self.eta_hold,
+            hostname,
+            http_addr: self.http_addr,
+            log_format: self.log_format,
+            retry: RetryPolicy { base: self.retry_base.0, max: self.retry_max.0, max_retries: self.max_retries },
+            shutdown_grace: self.shutdown_grace.0,
+            broker_wait: self.broker_wait.0,
+            delete_after_days: self.delete_after_days,
+            delete_batch: self.delete_batch,
+        })
+    }
+}

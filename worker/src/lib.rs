@@ -1,9 +1,20 @@
 //! The Celerity worker library: the binary only parses its command line and
-//! calls in here.
+//! calls [`worker::run`].
 
 pub mod amqp;
+pub mod broker;
 pub mod cli;
+pub mod config;
+pub mod context;
+pub mod dead_letter;
+mod dispatch;
+pub mod http_callback;
 pub mod plugin;
 pub mod plugins;
 pub mod poll;
 pub mod pyjson;
+pub mod retry;
+pub mod settle;
+pub mod tasks;
+pub mod telemetry;
+pub mod worker;

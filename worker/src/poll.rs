@@ -74,6 +74,7 @@ pub fn decide(
         data: Some(data),
         err: None,
         finish_at: None,
+        release_lock: false,
     };
     let (result, next_poll) = match run.outcome {
         Ok(Outcome::Poll(interval)) => (PollResult { state: State::Poll, ..base }, Some(interval.max(0) as u64)),
@@ -108,6 +109,7 @@ fn fail_unrun(row: &ScheduleRow, err: String, now: NaiveDateTime) -> Decision {
             data: None,
             err: Some(err),
             finish_at: Some(now),
+            release_lock: false,
         },
         next_poll: None,
         plugin_callback: None,

@@ -1,0 +1,63 @@
+//! The worker's settings: one typed struct, built and checked once at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use celerity_db::DbConfig;
+
+use crate::retry::RetryPolicy;
+
+/// Polls run at once when nothing else is said: polls wait on the database
+/// and the broker, so more than the core count keeps both busy.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Not-yet-due deliveries a worker holds in memory beyond its concurrency
+/// (their number is bounded by the channel's prefetch).
+pub const DEFAULT_ETA_HOLD: u16 = 1000;
+/// How long in-flight polls may finish after SIGTERM before they are handed back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long start-up waits for the broker before giving up.
+pub const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
+/// The framework keeps finished schedules 30 days (`SCHEDULE_PERSISTENT_DAYS`).
+pub const DEFAULT_DELETE_AFTER_DAYS: u32 = 30;
+/// Rows deleted per transaction by `delete_expired_schedule`.
+pub const DEFAULT_DELETE_BATCH: i64 = 500;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `celerity worker` needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `amqp://user:pass@host:port/vhost`.
+    pub broker_url: String,
+    /// The database and its pool.
+    pub db: DbConfig,
+    /// Queues to consume.
+    pub queues: Vec<String>,
+    /// Polls at once.
+    pub concurrency: usize,
+    /// Extra prefetch for deliveries whose eta is still ahead.
+    pub eta_hold: u16,
+    /// This worker's name (`celerity@host`), written to the attempt log.
+    pub hostname: String,
+    /// Where `/metrics` and `/healthz` will listen.
+    pub http_addr: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Transient database error retries.
+    pub retry: RetryPolicy,
+    /// Grace period for in-flight polls at shutdown.
+    pub shutdown_grace: Duration,
+    /// Start-up wait for the broker.
+    pub broker_wait: Duration,
+    /// `delete_expired_schedule` removes schedules finished longer ago than this.
+    pub delete_after_days: u32,
+    /// Rows per delete transaction.
+    pub delete_batch: i64,
+}

@@ -1,0 +1,259 @@
+//! The three tasks of the framework, and what they share: the poll itself,
+//! retries after transient database errors, and the FAIL fallback.
+//!
+//! Guarantee: a schedule in POLL always has a message in flight. A poll's
+//! delivery is acked only after its update is committed and the message it
+//! causes (next poll, retry) is confirmed. When retries run out or an error is
+//! fatal, the FAIL write is attempted; if the database refuses it for a
+//! transient reason, the message is re-published with the pending FAIL in a
+//! header and the write is tried again when it is due, for as long as it
+//! takes. Only then is the delivery acked.
+
+pub mod callback;
+pub mod delete;
+pub mod schedule;
+
+use broker_proto::{AMQPValue, TaskMessage, Value, eta_after, header, repr, topology};
+use celerity_db::{Attempt, DbError, ErrorClass, RetryState, State, repo};
+use chrono::Utc;
+
+use crate::broker::BrokerError;
+use crate::context::Ctx;
+use crate::plugin::Callback;
+use crate::poll::decide;
+use crate::settle::Handled;
+
+/// Header on Celerity's next-poll messages: the `invoke_count` the row must
+/// still have, so a duplicate or stale message is recognised and dropped.
+pub const INVOKE_COUNT_HEADER: &str = "x-celerity-invoke-count";
+/// Header on a message whose only job left is to write FAIL with this `err`.
+pub const PENDING_FAIL_HEADER: &str = "x-celerity-fail";
+/// Header on a callback retry that already holds the `scheduling` lock.
+pub const LOCK_HELD_HEADER: &str = "x-celerity-lock-held";
+
+/// Where a delivery came from: retries go back to the same place.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+}
+
+/// The `err` of a FAIL still to be written, if this message carries one.
+pub fn pending_fail(msg: &TaskMessage) -> Option<String> {
+    msg.extra_headers.inner().get(PENDING_FAIL_HEADER).and_then(header::as_text).map(str::to_owned)
+}
+
+fn expected_invoke_count(msg: &TaskMessage) -> Option<i64> {
+    msg.extra_headers.inner().get(INVOKE_COUNT_HEADER).and_then(header::as_int)
+}
+
+/// Runs one poll of `trace_id`: load, plugin, guarded update, next poll.
+pub(crate) async fn poll(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: &str,
+    callback: Option<Callback>,
+) -> Result<Handled, BrokerError> {
+    let holds_lock = callback.is_some();
+    let started = ctx.db.now();
+    let id = trace_id.to_owned();
+    let row = match ctx.db.call(move |c| repo::load(c, &id)).await {
+        Ok(row) => row,
+        Err(DbError::NotFound(_)) => {
+            tracing::warn!("no schedule with this trace id; nothing to do");
+            return Ok(Handled("no such schedule"));
+        }
+        Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+    };
+    if let Some(expected) = expected_invoke_count(msg)
+        && i64::from(row.invoke_count) != expected
+    {
+        tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
+        return release(ctx, origin, msg, trace_id, holds_lock, Handled("stale")).await;
+    }
+    let registry = ctx.registry.clone();
+    let now = ctx.db.now();
+    let decision = tokio::task::spawn_blocking(move || decide(&registry, &row, callback, now))
+        .await
+        .unwrap_or_else(|join| panic!("poll decision panicked outside the plugin: {join}"));
+    let Some(mut decision) = decision else {
+        tracing::info!("schedule already final; nothing to do");
+        return release(ctx, origin, msg, trace_id, holds_lock, Handled("already final")).await;
+    };
+    decision.result.release_lock = holds_lock;
+    let attempt = Attempt {
+        trace_id: trace_id.to_owned(),
+        attempt: decision.result.invoke_count,
+        started_at: started,
+        ended_at: ctx.db.now(),
+        outcome: decision.result.state.name().to_owned(),
+        error: decision.result.err.clone().unwrap_or_default(),
+        hostname: ctx.config.hostname.clone(),
+    };
+    let result = decision.result.clone();
+    match ctx.db.call(move |c| repo::apply_poll(c, &result, Some(&attempt))).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!("another delivery polled this schedule first; dropped");
+            return release(ctx, origin, msg, trace_id, holds_lock, Handled("stale")).await;
+        }
+        Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+    }
+    tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
+    if let Some(countdown) = decision.next_poll {
+        let next = next_poll_message(ctx, trace_id, decision.result.invoke_count, countdown);
+        ctx.publisher.publish_task(topology::DEFAULT_EXCHANGE, topology::SCHEDULE_QUEUE.name, &next).await?;
+    }
+    if let Some(info) = decision.plugin_callback {
+        let posted =
+            tokio::task::spawn_blocking(move || crate::http_callback::post_with_retry(&info.url, &info.data)).await;
+        if let Ok(Err(e)) = posted {
+            tracing::warn!(error = %e, "plugin callback not delivered");
+        }
+    }
+    Ok(Handled(state_label(decision.result.state)))
+}
+
+fn state_label(state: State) -> &'static str {
+    match state {
+        State::Empty => "empty",
+        State::Poll => "poll",
+        State::Callback => "callback",
+        State::Success => "success",
+        State::Fail => "fail",
+    }
+}
+
+/// Releases the callback lock when this poll held it, then reports `done`.
+async fn release(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: &str,
+    holds_lock: bool,
+    done: Handled,
+) -> Result<Handled, BrokerError> {
+    if !holds_lock {
+        return Ok(done);
+    }
+    let id = trace_id.to_owned();
+    match ctx.db.call(move |c| repo::unlock(c, &id)).await {
+        Ok(()) => Ok(done),
+        Err(e) => on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+    }
+}
+
+/// The next `schedule` message, as Python's `apply_async(kwargs={"trace_id": ...},
+/// countdown=interval, queue="plugin_schedule")` would send it.
+fn next_poll_message(ctx: &Ctx, trace_id: &str, invoke_count: i32, countdown: u64) -> TaskMessage {
+    let mut m = TaskMessage::new(topology::SCHEDULE_TASK, uuid::Uuid::new_v4().to_string());
+    m.kwargs.insert("trace_id".into(), Value::String(trace_id.to_owned()));
+    m.argsrepr = Some(repr::args_repr(&m.args));
+    m.kwargsrepr = Some(repr::kwargs_repr(&m.kwargs));
+    m.origin = Some(ctx.origin.clone());
+    m.reply_to = Some(ctx.reply_to.clone());
+    m.priority = Some(0);
+    m.eta = eta_after(Utc::now(), chrono::Duration::seconds(countdown.min(i64::MAX as u64) as i64));
+    m.extra_headers.insert(INVOKE_COUNT_HEADER.into(), AMQPValue::LongInt(invoke_count));
+    m
+}
+
+/// A database error at any step: transient ones are retried, fatal ones fail
+/// the schedule.
+pub(crate) async fn on_db_error(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: Option<&str>,
+    err: DbError,
+) -> Result<Handled, BrokerError> {
+    match (err.class(), trace_id) {
+        (ErrorClass::Transient, _) => retry(ctx, origin, msg, trace_id, err).await,
+        (ErrorClass::Fatal, Some(trace_id)) => {
+            tracing::error!(error = %err, "fatal database error; failing the schedule");
+            fail_schedule(ctx, origin, msg, trace_id, format!("database error: {err}")).await
+        }
+        (ErrorClass::Fatal, None) => {
+            tracing::error!(error = %err, "fatal database error");
+            Ok(Handled("fatal"))
+        }
+    }
+}
+
+/// Re-publishes the message the Celery way (same id, `retries + 1`, eta =
+/// now + countdown), or fails the schedule when the retries are spent.
+async fn retry(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: Option<&str>,
+    err: DbError,
+) -> Result<Handled, BrokerError> {
+    let Some(countdown) = ctx.config.retry.countdown(msg.retries) else {
+        tracing::error!(error = %err, retries = msg.retries, "retries exhausted");
+        return match trace_id {
+            Some(trace_id) => {
+                let text =
+                    format!("gave up after {} retries of transient database errors; last error: {err}", msg.retries);
+                fail_schedule(ctx, origin, msg, trace_id, text).await
+            }
+            None => Ok(Handled("gave up")),
+        };
+    };
+    let now = Utc::now();
+    let retried = msg.retried(eta_after(now, chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
+    ctx.publisher.publish_task(&origin.exchange, &origin.routing_key, &retried).await?;
+    tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
+    if let Some(trace_id) = trace_id {
+        // Bookkeeping for operators; the database may well still be down.
+        let at = ctx.db.now();
+        let state = RetryState {
+            trace_id: trace_id.to_owned(),
+            retries: retried.retries as i32,
+            first_failure_at: at,
+            last_failure_at: at,
+            next_retry_at: chrono::Duration::from_std(countdown).ok().map(|d| at + d),
+            last_error_class: err.class().as_str().to_owned(),
+            last_error: err.to_string(),
+        };
+        if let Err(e) = ctx.db.call(move |c| repo::record_retry(c, &state)).await {
+            tracing::debug!(error = %e, "retry bookkeeping not written");
+        }
+    }
+    Ok(Handled("retried"))
+}
+
+/// Writes FAIL with `err`; if the database cannot take it now, keeps a
+/// message in flight that will write it later (see the module docs).
+pub(crate) async fn fail_schedule(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: &str,
+    err: String,
+) -> Result<Handled, BrokerError> {
+    let now = ctx.db.now();
+    let (id, text) = (trace_id.to_owned(), err.clone());
+    match ctx.db.call(move |c| repo::fail(c, &id, &text, now, None)).await {
+        Ok(applied) => {
+            tracing::info!(applied, %err, "schedule failed");
+            Ok(Handled("failed"))
+        }
+        Err(e) if e.is_transient() => {
+            let mut pending = msg.clone();
+            pending.extra_headers.insert(PENDING_FAIL_HEADER.into(), header::text(&err));
+            let countdown = chrono::Duration::from_std(ctx.config.retry.max).unwrap_or(chrono::Duration::MAX);
+            pending.eta = eta_after(Utc::now(), countdown);
+            ctx.publisher.publish_task(&origin.exchange, &origin.routing_key, &pending).await?;
+            tracing::warn!(error = %e, "FAIL not written yet; it stays in flight until the database takes it");
+            Ok(Handled("fail pending"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %err, "FAIL could not be written");
+            Ok(Handled("fail not written"))
+        }
+    }
+}
