@@ -342,3 +342,144 @@ fn diesel_ping(url: &str) -> bool {
     use diesel::Connection;
     diesel::MysqlConnection::establish(url).is_ok()
 }
+
+/// A worker configuration for tests: small pool, short timeouts, retries in
+/// tenths of a second, so failure paths finish quickly.
+pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::WorkerConfig {
+    use celerity::config::{LogFormat, WorkerConfig};
+    use celerity::retry::RetryPolicy;
+    WorkerConfig {
+        broker_url: broker_url.to_owned(),
+        db: celerity_db::DbConfig {
+            pool_size: 8,
+            checkout_timeout: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(5),
+            lock_wait_timeout: Duration::from_secs(2),
+            ..celerity_db::DbConfig::new(database_url)
+        },
+        queues: ["plugin_schedule", "plugin_callback", "schedule_delete"].map(String::from).to_vec(),
+        concurrency: 4,
+        eta_hold: 100,
+        hostname: unique("celerity-test"),
+        http_addr: "127.0.0.1:0".parse().expect("socket address"),
+        log_format: LogFormat::Text,
+        retry: RetryPolicy { base: Duration::from_millis(200), max: Duration::from_millis(800), max_retries: 3 },
+        shutdown_grace: Duration::from_secs(5),
+        broker_wait: Duration::from_secs(10),
+        delete_after_days: 30,
+        delete_batch: 100,
+    }
+}
+
+/// A worker running in this process until dropped.
+pub struct InProcessWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), celerity::worker::WorkerError>>>,
+}
+
+impl InProcessWorker {
+    /// Starts `celerity::worker::run_with` on the current runtime.
+    pub fn start(config: celerity::config::WorkerConfig, registry: celerity::plugin::Registry) -> InProcessWorker {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(celerity::worker::run_with(config, registry, async move {
+            let _ = stopped.await;
+        }));
+        InProcessWorker { stop: Some(stop), handle: Some(handle) }
+    }
+
+    /// Signals shutdown and waits for the worker to return.
+    pub async fn stop(mut self) -> Result<(), celerity::worker::WorkerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.take().expect("running").await.expect("worker task")
+    }
+}
+
+impl Drop for InProcessWorker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// One `schedule_schedule` row as text columns, for comparisons.
+#[derive(Debug, Clone, PartialEq, diesel::QueryableByName)]
+pub struct RowView {
+    /// trace_id
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub trace_id: String,
+    /// plugin_version
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub plugin_version: String,
+    /// state
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub state: i32,
+    /// invoke_count
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub invoke_count: i32,
+    /// data
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub data: String,
+    /// finish_at IS NOT NULL
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub finished: bool,
+    /// scheduling
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub scheduling: bool,
+    /// err
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub err: String,
+}
+
+/// Every schedule row of `db`, by trace id.
+pub fn rows(db: &TestDatabase) -> std::collections::BTreeMap<String, RowView> {
+    use diesel::RunQueryDsl;
+    let mut conn = db.connect();
+    diesel::sql_query(
+        "SELECT trace_id, plugin_version, state, invoke_count, data, finish_at IS NOT NULL AS finished, scheduling, err \
+         FROM schedule_schedule",
+    )
+    .load::<RowView>(&mut conn)
+    .expect("read schedule_schedule")
+    .into_iter()
+    .map(|r| (r.trace_id.clone(), r))
+    .collect()
+}
+
+/// Waits until `done` holds for the rows of `db`, or panics after `timeout`.
+pub async fn wait_for_rows(
+    db: &TestDatabase,
+    timeout: Duration,
+    done: impl Fn(&std::collections::BTreeMap<String, RowView>) -> bool,
+) -> std::collections::BTreeMap<String, RowView> {
+    let start = Instant::now();
+    loop {
+        let now = rows(db);
+        if done(&now) {
+            return now;
+        }
+        assert!(start.elapsed() < timeout, "rows not as expected after {timeout:?}: {now:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs `tests/python/framework_app.py` with `args`, returning its stdout.
+pub fn framework_app(args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(python_script("framework_app.py"))
+        .args(args)
+        .output()
+        .expect("run framework_app.py");
+    assert!(out.status.success(), "framework_app.py {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// A database migrated by Celerity, on the shared server.
+pub fn migrated_database() -> TestDatabase {
+    let db = TestDatabase::create();
+    let handle = celerity_db::Db::new(celerity_db::DbConfig::new(db.url())).expect("db handle");
+    handle.blocking(celerity_db::migrate::run).expect("migrations");
+    db
+}
