@@ -256,7 +256,12 @@ impl PrivateMariadb {
     pub fn start() -> PrivateMariadb {
         let dir = temp_dir();
         let data = dir.join("data");
+        // A temp directory of its own: concurrent bootstraps in /tmp collide.
+        std::fs::create_dir_all(dir.join("tmp")).expect("tmp dir");
+        let chown = Command::new("chown").args(["-R", "mysql:mysql"]).arg(&dir).status().expect("chown");
+        assert!(chown.success(), "chown of the private directory failed");
         let install = Command::new("mariadb-install-db")
+            .env("TMPDIR", dir.join("tmp"))
             .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display()))
             .output()
@@ -272,7 +277,9 @@ impl PrivateMariadb {
     fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
         let child = Command::new("/usr/sbin/mariadbd")
-            .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1", "--skip-grant-tables"])
+            .arg("--no-defaults")
+            .arg(format!("--tmpdir={}", self.dir.join("tmp").display()))
+            .args(["--user=mysql", "--bind-address=127.0.0.1", "--skip-grant-tables"])
             .args(["--innodb-buffer-pool-size=32M", "--skip-log-bin", "--max-connections=50"])
             .arg(format!("--port={}", self.port))
             .arg(format!("--datadir={}", self.dir.join("data").display()))
