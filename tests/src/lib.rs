@@ -490,3 +490,14 @@ pub fn migrated_database() -> TestDatabase {
     handle.blocking(celerity_db::migrate::run).expect("migrations");
     db
 }
+
+/// The `celerity` binary built by this workspace (`CELERITY_BIN` overrides).
+pub fn celerity_bin() -> PathBuf {
+    let path = std::env::var_os("CELERITY_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+        target.join("debug/celerity")
+    });
+    assert!(path.exists(), "no celerity binary at {} (build the workspace, or set CELERITY_BIN)", path.display());
+    path
+}

@@ -1,0 +1,229 @@
+//! `celerity worker` as a process and as Celery sees it: its next-poll
+//! messages run on a real Python worker, it honours eta and expires, stops
+//! cleanly on SIGTERM, and refuses bad configuration with one clear line.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker_proto::{TaskMessage, Value, encode, time, topology};
+use celerity::amqp::basic_properties;
+use celerity::plugin::Registry;
+use celerity_db::{Db, DbConfig, NewSchedule, State, repo};
+use celerity_tests::{
+    ChildGuard, InProcessWorker, Vhost, celerity_bin, connect, declare_framework_queue, free_port, migrated_database,
+    python, python_script, rows, temp_dir, unique, wait_for_json_lines, wait_for_rows, worker_config,
+};
+use chrono::Utc;
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+
+fn insert(url: &str, trace_id: &str, polls: i64, interval: i64) {
+    let db = Db::new(DbConfig::new(url)).unwrap();
+    let now = db.now();
+    let row = NewSchedule {
+        trace_id: trace_id.into(),
+        plugin_version: "1.0.0".into(),
+        state: State::Poll.code(),
+        invoke_count: 1,
+        data: format!(
+            r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
+        ),
+        created_at: now,
+        finish_at: None,
+        scheduling: false,
+        err: String::new(),
+    };
+    db.blocking(move |c| repo::insert(c, &row)).unwrap();
+}
+
+fn schedule_message(trace_id: &str) -> TaskMessage {
+    let mut m = TaskMessage::new(topology::SCHEDULE_TASK, uuid::Uuid::new_v4().to_string());
+    m.kwargs.insert("trace_id".into(), Value::String(trace_id.into()));
+    m
+}
+
+async fn publish(ch: &lapin::Channel, queue: &str, m: &TaskMessage) {
+    let out = encode(m, Utc::now()).unwrap();
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &out.body,
+            basic_properties(&out.properties).unwrap(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let conn = connect(&vhost.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    // Celerity polls from a queue of its own; its next poll goes to plugin_schedule,
+    // where a real Python Celery worker takes it.
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.queues = vec!["celerity_in".into()];
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let dir = temp_dir();
+    let out = dir.join("ran.jsonl");
+    let mut cmd = Command::new(python());
+    cmd.arg(python_script("interop.py"))
+        .args(["worker", "--broker", &vhost.url(), "--queue", topology::SCHEDULE_QUEUE.name, "--out"])
+        .arg(&out);
+    let py = ChildGuard::spawn(cmd, dir.join("py.log"));
+
+    let trace_id = unique("t").replace('-', "");
+    insert(&tdb.url(), &trace_id, 3, 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let polled_at = Utc::now();
+    publish(&ch, "celerity_in", &schedule_message(&trace_id)).await;
+
+    let ran = wait_for_json_lines(&out, 1, Duration::from_secs(60), || py.log()).await;
+    let r = &ran[0];
+    assert_eq!(r["task"], topology::SCHEDULE_TASK);
+    assert_eq!(r["kwargs"], serde_json::json!({"trace_id": trace_id}));
+    assert_eq!(r["args"], serde_json::json!([]));
+    assert_eq!(r["retries"], 0);
+    let eta = time::parse_iso(r["eta"].as_str().unwrap()).unwrap().in_zone(broker_proto::Tz::UTC).unwrap();
+    let countdown = (eta.with_timezone(&Utc) - polled_at).num_milliseconds();
+    assert!((2000..4000).contains(&countdown), "eta is now + interval (2 s): {countdown} ms");
+    let ran_at = time::parse_iso(r["ran_at"].as_str().unwrap()).unwrap().in_zone(broker_proto::Tz::UTC).unwrap();
+    assert!(ran_at >= eta, "Python honoured the eta");
+    assert_eq!(rows(&tdb)[&trace_id].invoke_count, 2);
+    worker.stop().await.unwrap();
+    drop(py);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eta_is_not_run_early_and_expired_tasks_are_not_run() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let conn = connect(&vhost.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), Registry::with_builtin());
+
+    let (later, expired) = (unique("later").replace('-', ""), unique("expired").replace('-', ""));
+    insert(&tdb.url(), &later, 1, 0);
+    insert(&tdb.url(), &expired, 1, 0);
+    let mut m = schedule_message(&later);
+    m.eta = broker_proto::eta_after(Utc::now(), chrono::Duration::seconds(3));
+    publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
+    let mut gone = schedule_message(&expired);
+    gone.expires = Some((Utc::now() - chrono::Duration::seconds(1)).fixed_offset());
+    publish(&ch, topology::SCHEDULE_QUEUE.name, &gone).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rows(&tdb)[&later].invoke_count, 1, "not run before its eta");
+    let done = wait_for_rows(&tdb, Duration::from_secs(20), |r| r[&later].state == 4).await;
+    assert_eq!(done[&expired].invoke_count, 1, "an expired task is not run");
+    assert!(Utc::now() >= m.eta.unwrap());
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let conn = connect(&vhost.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let trace_ids: Vec<String> = (0..20).map(|_| unique("t").replace('-', "")).collect();
+    for id in &trace_ids {
+        insert(&tdb.url(), id, 1_000_000, 0);
+    }
+    let dir = temp_dir();
+    let mut child = Command::new(celerity_bin())
+        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "4"])
+        .args(["--queues", "plugin_schedule", "--shutdown-grace", "10"])
+        .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    for id in &trace_ids {
+        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+    }
+    // Let it poll for a while, then ask it to stop.
+    wait_for_rows(&tdb, Duration::from_secs(30), |r| r.values().all(|r| r.invoke_count > 5)).await;
+    assert!(Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "worker did not stop within its grace period");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = std::fs::read_to_string(dir.join("worker.log")).unwrap();
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("shutdown requested") && log.contains("worker stopped"), "{log}");
+
+    // Every schedule still polling has exactly one message waiting for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waiting = std::collections::BTreeMap::new();
+    while let Some(got) =
+        ch.basic_get(topology::SCHEDULE_QUEUE.name.into(), BasicGetOptions { no_ack: true }).await.unwrap()
+    {
+        let props = celerity::amqp::properties_of(&got.delivery.properties);
+        let m = broker_proto::decode(&props, &got.delivery.data, &Default::default()).unwrap();
+        *waiting.entry(m.kwarg_str("trace_id").unwrap().to_owned()).or_insert(0) += 1;
+    }
+    let final_rows = rows(&tdb);
+    for id in &trace_ids {
+        assert_eq!(final_rows[id].state, 2);
+        assert_eq!(waiting.get(id), Some(&1), "{id}: one message in flight; all: {waiting:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_one_clear_line() {
+    for (args, says) in [
+        (vec!["--broker-url", "http://nope"], "--broker-url must be an amqp:// URL"),
+        (vec!["--database-url", "postgres://x"], "--database-url must be a mysql:// URL"),
+        (vec!["--db-time-zone", "Mars/Base"], "not an IANA zone"),
+        (vec!["--concurrency", "0"], "--concurrency must be at least 1"),
+    ] {
+        let out = Command::new(celerity_bin()).arg("worker").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn unreachable_broker_fails_after_a_bounded_wait() {
+    let url = format!("amqp://guest:secretpw@127.0.0.1:{}/%2f", free_port());
+    let started = Instant::now();
+    let out = Command::new(celerity_bin())
+        .args(["worker", "--broker-url", &url, "--broker-wait", "2", "--log-format", "json"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach the broker"), "{err}");
+    assert!(!err.contains("secretpw"), "password leaked: {err}");
+}
+
+#[test]
+fn migrate_is_safe_to_run_twice() {
+    let tdb = celerity_tests::TestDatabase::create();
+    for expect in ["ran migrations", "nothing to migrate"] {
+        let out = Command::new(celerity_bin()).args(["migrate", "--database-url", &tdb.url()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8(out.stdout).unwrap().starts_with(expect));
+    }
+}
