@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use broker_proto::{FieldTable, topology};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -85,34 +83,77 @@ pub async fn connect(url: &str) -> Connection {
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
-/// Declares a queue as the framework does: durable, `x-max-priority = 255`,
-/// bound to the direct exchange `default` with routing key = queue name.
+/// Declares a queue, whatever its name, as the framework declares its own
+/// (durable, `x-max-priority = 255`, bound to the direct exchange `default`),
+/// with the worker's own code.
 pub async fn declare_framework_queue(channel: &Channel, queue: &str) {
-    channel
-        .exchange_declare(
-            topology::EXCHANGE.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
+    celerity::broker::declare_framework_queue(channel, queue).await.expect("declare a framework queue");
+}
+
+/// A connection and a channel in confirm mode on `vhost`.
+pub async fn confirmed_channel(vhost: &Vhost) -> (Connection, Channel) {
+    let conn = connect(&vhost.url()).await;
+    let channel = conn.create_channel().await.expect("open a channel");
+    channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirm mode");
+    (conn, channel)
+}
+
+/// A Celery task message with string kwargs, as a producer sends it.
+pub fn task_message(task: &str, kwargs: &[(&str, &str)]) -> broker_proto::TaskMessage {
+    let mut m = broker_proto::TaskMessage::new(task, uuid::Uuid::new_v4().to_string());
+    for (k, v) in kwargs {
+        m.kwargs.insert((*k).to_owned(), broker_proto::Value::String((*v).to_owned()));
+    }
+    m
+}
+
+/// Publishes raw bytes and waits for the broker's confirm.
+pub async fn publish_raw(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: lapin::BasicProperties,
+) {
+    let confirm = channel
+        .basic_publish(exchange.into(), routing_key.into(), lapin::options::BasicPublishOptions::default(), body, props)
         .await
-        .expect("declare exchange");
-    let mut args = FieldTable::default();
-    args.insert(topology::MAX_PRIORITY_ARG.into(), broker_proto::AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
-    channel
-        .queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .expect("publish")
         .await
-        .expect("declare queue");
-    channel
-        .queue_bind(
-            queue.into(),
-            topology::EXCHANGE.into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind queue");
+        .expect("confirm");
+    assert!(confirm.is_ack(), "the broker did not confirm the publish");
+}
+
+/// Encodes `m` as Celery would and publishes it, confirmed.
+pub async fn publish_task(channel: &Channel, exchange: &str, routing_key: &str, m: &broker_proto::TaskMessage) {
+    let out = broker_proto::encode(m, chrono::Utc::now()).expect("encode");
+    let props = celerity::amqp::basic_properties(&out.properties).expect("properties");
+    publish_raw(channel, exchange, routing_key, &out.body, props).await;
+}
+
+/// `data` of an example-plugin schedule as the framework's producer leaves it
+/// (its own execute was invoke 1).
+pub fn example_data(polls: i64, interval: i64) -> String {
+    format!(
+        r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
+    )
+}
+
+/// Inserts a schedule row as the producer does: invoke_count 1, not locked, no err.
+pub fn insert_schedule(url: &str, trace_id: &str, version: &str, state: celerity_db::State, data: &str) {
+    let db = celerity_db::Db::new(celerity_db::DbConfig::new(url)).expect("db handle");
+    let row = celerity_db::NewSchedule {
+        trace_id: trace_id.into(),
+        plugin_version: version.into(),
+        state: state.code(),
+        invoke_count: 1,
+        data: data.into(),
+        created_at: db.now(),
+        finish_at: None,
+        scheduling: false,
+        err: String::new(),
+    };
+    db.blocking(move |c| celerity_db::repo::insert(c, &row)).expect("insert schedule");
 }
 
 /// A child process killed when dropped, with its output in a log file.

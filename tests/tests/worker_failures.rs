@@ -9,28 +9,25 @@
 
 use std::time::{Duration, Instant};
 
-use broker_proto::{DecodeOptions, FieldTable, TaskMessage, Value, decode, encode, header, topology};
+use broker_proto::{DecodeOptions, FieldTable, TaskMessage, decode, encode, header, topology};
 use celerity::amqp::{basic_properties, properties_of};
 use celerity::plugin::Registry;
-use celerity_db::{Db, DbConfig, NewSchedule, State, migrate, repo};
+use celerity_db::{Db, DbConfig, State, migrate, repo};
 use celerity_tests::{
-    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, connect, migrated_database, rows, unique, wait_for_rows,
+    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, example_data,
+    insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, unique, wait_for_rows,
     worker_config,
 };
 use chrono::{DateTime, FixedOffset, Utc};
 use diesel::prelude::*;
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 
 const TAP: &str = "tap";
 
 async fn broker(vhost: &Vhost) -> (lapin::Connection, Channel) {
-    let conn = connect(&vhost.url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    celerity_tests::declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let (conn, ch) = confirmed_channel(vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     ch.queue_declare(TAP.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     ch.queue_bind(
         TAP.into(),
@@ -45,31 +42,12 @@ async fn broker(vhost: &Vhost) -> (lapin::Connection, Channel) {
 }
 
 fn schedule_message(trace_id: &str) -> TaskMessage {
-    let mut m = TaskMessage::new(topology::SCHEDULE_TASK, uuid::Uuid::new_v4().to_string());
-    m.kwargs.insert("trace_id".into(), Value::String(trace_id.into()));
-    m
+    task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)])
 }
 
-async fn publish(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) {
-    let confirm = ch
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, props)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-}
-
-async fn publish_task(ch: &Channel, m: &TaskMessage) {
-    let out = encode(m, Utc::now()).unwrap();
-    publish(
-        ch,
-        topology::EXCHANGE,
-        topology::SCHEDULE_QUEUE.name,
-        &out.body,
-        basic_properties(&out.properties).unwrap(),
-    )
-    .await;
+/// Publishes to the framework's exchange, so retries are copied to the tap.
+async fn publish_via_exchange(ch: &Channel, m: &TaskMessage) {
+    publish_task(ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, m).await;
 }
 
 /// Everything on the tap so far, decoded.
@@ -102,26 +80,19 @@ async fn tap_until(
     }
 }
 
-fn row(trace_id: &str, polls: i64, now: chrono::NaiveDateTime) -> NewSchedule {
-    NewSchedule {
-        trace_id: trace_id.into(),
-        plugin_version: "1.0.0".into(),
-        state: State::Poll.code(),
-        invoke_count: 1,
-        data: format!(
-            r#"{{"inputs": {{"polls": {polls}, "interval": 0}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
-        ),
-        created_at: now,
-        finish_at: None,
-        scheduling: false,
-        err: String::new(),
-    }
+fn insert(url: &str, trace_id: &str, polls: i64) {
+    insert_schedule(url, trace_id, "1.0.0", State::Poll, &example_data(polls, 0));
 }
 
-fn insert(url: &str, trace_id: &str, polls: i64) {
-    let db = Db::new(DbConfig::new(url)).unwrap();
-    let now = db.now();
-    db.blocking(|c| repo::insert(c, &row(trace_id, polls, now))).unwrap();
+/// A private MariaDB with a migrated database holding one example schedule
+/// that needs `polls` polls.
+fn private_server_with_schedule(polls: i64) -> (PrivateMariadb, TestDatabase, String) {
+    let server = PrivateMariadb::start();
+    let tdb = TestDatabase::create_on(&server.base());
+    Db::new(DbConfig::new(tdb.url())).unwrap().blocking(migrate::run).unwrap();
+    let trace_id = unique("t").replace('-', "");
+    insert(&tdb.url(), &trace_id, polls);
+    (server, tdb, trace_id)
 }
 
 fn secs(a: DateTime<FixedOffset>, b: DateTime<FixedOffset>) -> f64 {
@@ -132,11 +103,7 @@ fn secs(a: DateTime<FixedOffset>, b: DateTime<FixedOffset>) -> f64 {
 async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     let vhost = Vhost::create();
     let (_conn, ch) = broker(&vhost).await;
-    let mut server = PrivateMariadb::start();
-    let tdb = TestDatabase::create_on(&server.base());
-    Db::new(DbConfig::new(tdb.url())).unwrap().blocking(migrate::run).unwrap();
-    let trace_id = unique("t").replace('-', "");
-    insert(&tdb.url(), &trace_id, 1);
+    let (mut server, tdb, trace_id) = private_server_with_schedule(1);
     server.stop();
 
     let mut config = worker_config(&vhost.url(), &tdb.url());
@@ -147,7 +114,7 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let original = schedule_message(&trace_id);
     let sent_at = Utc::now().fixed_offset();
-    publish_task(&ch, &original).await;
+    publish_via_exchange(&ch, &original).await;
 
     let retries = tap_until(&ch, Duration::from_secs(30), |seen| seen.iter().any(|(m, _)| m.retries == 3)).await;
     let retries: Vec<&TaskMessage> = retries.iter().map(|(m, _)| m).filter(|m| m.retries > 0).collect();
@@ -216,7 +183,7 @@ async fn lock_wait_at_update_is_retried_and_bookkept_then_succeeds() {
     config.db.lock_wait_timeout = Duration::from_secs(1);
     config.retry.base = Duration::from_secs(1);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
-    publish_task(&ch, &schedule_message(&trace_id)).await;
+    publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
 
     let seen = tap_until(&ch, Duration::from_secs(20), |seen| seen.iter().any(|(m, _)| m.retries == 1)).await;
     assert!(seen.iter().any(|(m, _)| m.retries == 1));
@@ -249,11 +216,7 @@ async fn lock_wait_at_update_is_retried_and_bookkept_then_succeeds() {
 async fn database_down_past_the_retry_budget_ends_fail_once_it_returns() {
     let vhost = Vhost::create();
     let (_conn, ch) = broker(&vhost).await;
-    let mut server = PrivateMariadb::start();
-    let tdb = TestDatabase::create_on(&server.base());
-    Db::new(DbConfig::new(tdb.url())).unwrap().blocking(migrate::run).unwrap();
-    let trace_id = unique("t").replace('-', "");
-    insert(&tdb.url(), &trace_id, 5);
+    let (mut server, tdb, trace_id) = private_server_with_schedule(5);
     server.stop();
 
     let mut config = worker_config(&vhost.url(), &tdb.url());
@@ -262,7 +225,7 @@ async fn database_down_past_the_retry_budget_ends_fail_once_it_returns() {
     config.retry.max_retries = 2;
     config.db.checkout_timeout = Duration::from_millis(200);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
-    publish_task(&ch, &schedule_message(&trace_id)).await;
+    publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
 
     // Retries 1 and 2, then the give-up FAIL cannot be written: it stays in flight.
     let pending = |h: &FieldTable| h.inner().get("x-celerity-fail").and_then(header::as_text).map(str::to_owned);
@@ -296,7 +259,7 @@ async fn fatal_database_error_fails_at_once_without_retry() {
     .execute(&mut tdb.connect())
     .unwrap();
     let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), Registry::with_builtin());
-    publish_task(&ch, &schedule_message(&trace_id)).await;
+    publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
 
     let rows = wait_for_rows(&tdb, Duration::from_secs(20), |r| r.values().all(|r| r.state == 5)).await;
     let r = &rows[&trace_id];
@@ -319,21 +282,19 @@ async fn malformed_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let props = basic_properties(&good.properties).unwrap();
     let q = topology::SCHEDULE_QUEUE.name;
     let pickle = props.clone().with_content_type("application/x-python-serialize".into());
-    publish(&ch, "", q, b"\x80\x04\x95pickle", pickle).await;
-    publish(&ch, "", q, b"[[], {\"trace_id\": ", props.clone()).await;
+    publish_raw(&ch, "", q, b"\x80\x04\x95pickle", pickle).await;
+    publish_raw(&ch, "", q, b"[[], {\"trace_id\": ", props.clone()).await;
     let mut unknown = schedule_message("x");
     unknown.task = "some.other.task".into();
-    let unknown = encode(&unknown, Utc::now()).unwrap();
-    publish(&ch, "", q, &unknown.body, basic_properties(&unknown.properties).unwrap()).await;
+    publish_task(&ch, "", q, &unknown).await;
     let mut no_trace = schedule_message("x");
     no_trace.kwargs.clear();
-    let no_trace = encode(&no_trace, Utc::now()).unwrap();
-    publish(&ch, "", q, &no_trace.body, basic_properties(&no_trace.properties).unwrap()).await;
+    publish_task(&ch, "", q, &no_trace).await;
 
     // The worker is still there: a good schedule runs to the end.
     let trace_id = unique("good").replace('-', "");
     insert(&tdb.url(), &trace_id, 2);
-    publish_task(&ch, &schedule_message(&trace_id)).await;
+    publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
     wait_for_rows(&tdb, Duration::from_secs(20), |r| r.get(&trace_id).is_some_and(|r| r.state == 4)).await;
 
     let mut dead = Vec::new();

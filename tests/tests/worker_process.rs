@@ -5,66 +5,34 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use broker_proto::{TaskMessage, Value, encode, time, topology};
-use celerity::amqp::basic_properties;
+use broker_proto::{TaskMessage, time, topology};
 use celerity::plugin::Registry;
-use celerity_db::{Db, DbConfig, NewSchedule, State, repo};
+use celerity_db::State;
 use celerity_tests::{
-    ChildGuard, InProcessWorker, Vhost, celerity_bin, connect, declare_framework_queue, free_port, migrated_database,
-    python, python_script, rows, temp_dir, unique, wait_for_json_lines, wait_for_rows, worker_config,
+    ChildGuard, InProcessWorker, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
+    free_port, insert_schedule, migrated_database, publish_task, python, python_script, rows, task_message, temp_dir,
+    unique, wait_for_json_lines, wait_for_rows, worker_config,
 };
 use chrono::Utc;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicGetOptions;
 
 fn insert(url: &str, trace_id: &str, polls: i64, interval: i64) {
-    let db = Db::new(DbConfig::new(url)).unwrap();
-    let now = db.now();
-    let row = NewSchedule {
-        trace_id: trace_id.into(),
-        plugin_version: "1.0.0".into(),
-        state: State::Poll.code(),
-        invoke_count: 1,
-        data: format!(
-            r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
-        ),
-        created_at: now,
-        finish_at: None,
-        scheduling: false,
-        err: String::new(),
-    };
-    db.blocking(move |c| repo::insert(c, &row)).unwrap();
+    insert_schedule(url, trace_id, "1.0.0", State::Poll, &example_data(polls, interval));
 }
 
 fn schedule_message(trace_id: &str) -> TaskMessage {
-    let mut m = TaskMessage::new(topology::SCHEDULE_TASK, uuid::Uuid::new_v4().to_string());
-    m.kwargs.insert("trace_id".into(), Value::String(trace_id.into()));
-    m
+    task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)])
 }
 
 async fn publish(ch: &lapin::Channel, queue: &str, m: &TaskMessage) {
-    let out = encode(m, Utc::now()).unwrap();
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            &out.body,
-            basic_properties(&out.properties).unwrap(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    publish_task(ch, "", queue, m).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
     let vhost = Vhost::create();
     let tdb = migrated_database();
-    let conn = connect(&vhost.url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     // Celerity polls from a queue of its own; its next poll goes to plugin_schedule,
     // where a real Python Celery worker takes it.
@@ -106,9 +74,7 @@ async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
 async fn eta_is_not_run_early_and_expired_tasks_are_not_run() {
     let vhost = Vhost::create();
     let tdb = migrated_database();
-    let conn = connect(&vhost.url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), Registry::with_builtin());
 
@@ -134,9 +100,7 @@ async fn eta_is_not_run_early_and_expired_tasks_are_not_run() {
 async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
     let vhost = Vhost::create();
     let tdb = migrated_database();
-    let conn = connect(&vhost.url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     let trace_ids: Vec<String> = (0..20).map(|_| unique("t").replace('-', "")).collect();
     for id in &trace_ids {

@@ -6,17 +6,15 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker_proto::{TaskMessage, Value, encode, topology};
-use celerity::amqp::basic_properties;
+use broker_proto::topology;
 use celerity::plugin::{Context, Outcome, Plugin, Registry};
-use celerity_db::{Db, DbConfig, NewSchedule, State, repo};
+use celerity_db::State;
 use celerity_tests::{
-    InProcessWorker, Vhost, connect, declare_framework_queue, migrated_database, rows, unique, wait_for_rows,
-    worker_config,
+    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, insert_schedule, migrated_database,
+    publish_task, rows, task_message, unique, wait_for_rows, worker_config,
 };
-use chrono::Utc;
 use diesel::prelude::*;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicGetOptions;
 use serde::{Deserialize, Serialize};
 
 /// Succeeds at once and asks for the plugin callback.
@@ -63,27 +61,12 @@ fn registry() -> Registry {
 }
 
 fn insert(url: &str, trace_id: &str, version: &str, state: State, context_data: serde_json::Value) {
-    let db = Db::new(DbConfig::new(url)).unwrap();
-    let now = db.now();
-    let row = NewSchedule {
-        trace_id: trace_id.into(),
-        plugin_version: version.into(),
-        state: state.code(),
-        invoke_count: 1,
-        data: serde_json::json!({"inputs": {}, "context": {"storage": {}, "outputs": {}, "data": context_data}, "outputs": {}})
-            .to_string(),
-        created_at: now,
-        finish_at: None,
-        scheduling: false,
-        err: String::new(),
-    };
-    db.blocking(move |c| repo::insert(c, &row)).unwrap();
+    let data = serde_json::json!({"inputs": {}, "context": {"storage": {}, "outputs": {}, "data": context_data}, "outputs": {}});
+    insert_schedule(url, trace_id, version, state, &data.to_string());
 }
 
 async fn channel(vhost: &Vhost) -> (lapin::Connection, lapin::Channel) {
-    let conn = connect(&vhost.url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let (conn, ch) = confirmed_channel(vhost).await;
     for q in broker_proto::topology::FRAMEWORK_QUEUES {
         declare_framework_queue(&ch, q.name).await;
     }
@@ -91,22 +74,7 @@ async fn channel(vhost: &Vhost) -> (lapin::Connection, lapin::Channel) {
 }
 
 async fn send(ch: &lapin::Channel, queue: &str, task: &str, kwargs: &[(&str, &str)]) {
-    let mut m = TaskMessage::new(task, uuid::Uuid::new_v4().to_string());
-    for (k, v) in kwargs {
-        m.kwargs.insert((*k).into(), Value::String((*v).into()));
-    }
-    let out = encode(&m, Utc::now()).unwrap();
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        &out.body,
-        basic_properties(&out.properties).unwrap(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_task(ch, "", queue, &task_message(task, kwargs)).await;
 }
 
 /// A one-thread HTTP server recording request bodies; answers `statuses` in turn.

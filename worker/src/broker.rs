@@ -83,50 +83,53 @@ pub async fn connect(url: &str, wait: Duration) -> Result<Connection, BrokerErro
 }
 
 /// Declares what the worker consumes: the framework's queues exactly as
-/// Python declares them (direct exchange `default`, durable,
-/// `x-max-priority = 255`), other queues as Celery declares its default
-/// queue (durable, no arguments), and the dead-letter queue.
+/// Python declares them, other queues as Celery declares its default queue
+/// (durable, no arguments), and the dead-letter queue.
 pub async fn declare_topology(channel: &Channel, queues: &[String]) -> Result<(), BrokerError> {
-    let topology_error = |what: String| move |source| BrokerError::Topology { what, source };
     for name in queues {
-        let mut args = FieldTable::default();
-        if let Some(spec) = topology::queue(name) {
-            channel
-                .exchange_declare(
-                    topology::EXCHANGE.into(),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions { durable: true, ..Default::default() },
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(topology_error(format!("exchange {}", topology::EXCHANGE)))?;
-            args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(spec.max_priority.into()));
-        }
-        channel
-            .queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
-            .await
-            .map_err(topology_error(format!("queue {name}")))?;
         if topology::queue(name).is_some() {
-            channel
-                .queue_bind(
-                    name.as_str().into(),
-                    topology::EXCHANGE.into(),
-                    name.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            declare_framework_queue(channel, name).await?;
+        } else {
+            declare_queue(channel, name, FieldTable::default()).await?;
         }
     }
+    declare_queue(channel, DEAD_LETTER_QUEUE, FieldTable::default()).await
+}
+
+/// Declares `name` as the framework declares its queues: durable,
+/// `x-max-priority = 255`, bound to the direct exchange `default` with
+/// routing key = queue name.
+pub async fn declare_framework_queue(channel: &Channel, name: &str) -> Result<(), BrokerError> {
     channel
-        .queue_declare(
-            DEAD_LETTER_QUEUE.into(),
-            QueueDeclareOptions { durable: true, ..Default::default() },
+        .exchange_declare(
+            topology::EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
-        .map_err(topology_error(format!("queue {DEAD_LETTER_QUEUE}")))?;
+        .map_err(|source| BrokerError::Topology { what: format!("exchange {}", topology::EXCHANGE), source })?;
+    let mut args = FieldTable::default();
+    args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
+    declare_queue(channel, name, args).await?;
+    channel
+        .queue_bind(
+            name.into(),
+            topology::EXCHANGE.into(),
+            name.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     Ok(())
+}
+
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+        .await
+        .map(|_| ())
+        .map_err(|source| BrokerError::Topology { what: format!("queue {name}"), source })
 }
 
 /// Publishes on a channel in confirm mode: a publish returns only once the
