@@ -9,6 +9,7 @@
 
 mod compression;
 mod decode;
+pub mod delay;
 mod encode;
 mod error;
 pub mod header;

@@ -87,7 +87,9 @@ pub async fn connect(url: &str) -> Connection {
 /// (durable, `x-max-priority = 255`, bound to the direct exchange `default`),
 /// with the worker's own code.
 pub async fn declare_framework_queue(channel: &Channel, queue: &str) {
-    celerity::broker::declare_framework_queue(channel, queue).await.expect("declare a framework queue");
+    celerity::broker::declare_framework_queue(channel, queue, celerity::config::QueueType::Classic)
+        .await
+        .expect("declare a framework queue");
 }
 
 /// A connection and a channel in confirm mode on `vhost`.
@@ -408,6 +410,9 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
         queues: ["plugin_schedule", "plugin_callback", "schedule_delete"].map(String::from).to_vec(),
         concurrency: 4,
         eta_hold: 100,
+        eta_window: Duration::from_secs(1),
+        queue_type: celerity::config::QueueType::Classic,
+        max_deliveries: 5,
         hostname: unique("celerity-test"),
         http_addr: "127.0.0.1:0".parse().expect("socket address"),
         log_format: LogFormat::Text,

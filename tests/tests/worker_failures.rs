@@ -3,20 +3,20 @@
 //! fatal ones fail fast, a FAIL the database cannot take waits in flight, and
 //! malformed messages are dead-lettered.
 //!
-//! Retries go back to the exchange and routing key of the delivery. The test
-//! publishes to the framework's `default` exchange and binds a "tap" queue to
-//! it with the same routing key, so every retry is also copied to the tap.
+//! Retries of a second or more go into the broker's delay topology. A "tap"
+//! queue bound to its entry exchange (and to the framework's `default`
+//! exchange, where the test publishes) gets a copy of every one.
 
 use std::time::{Duration, Instant};
 
-use broker_proto::{DecodeOptions, FieldTable, TaskMessage, decode, encode, header, topology};
+use broker_proto::{DecodeOptions, FieldTable, TaskMessage, decode, delay, encode, header, topology};
 use celerity::amqp::{basic_properties, properties_of};
+use celerity::config::QueueType;
 use celerity::plugin::Registry;
 use celerity_db::{Db, DbConfig, State, migrate, repo};
 use celerity_tests::{
-    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, example_data,
-    insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, unique, wait_for_rows,
-    worker_config,
+    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, example_data, insert_schedule,
+    migrated_database, publish_raw, publish_task, rows, task_message, unique, wait_for_rows, worker_config,
 };
 use chrono::{DateTime, FixedOffset, Utc};
 use diesel::prelude::*;
@@ -27,12 +27,24 @@ const TAP: &str = "tap";
 
 async fn broker(vhost: &Vhost) -> (lapin::Connection, Channel) {
     let (conn, ch) = confirmed_channel(vhost).await;
-    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    // The worker's whole topology, delay queues included, so the tap can bind to it.
+    celerity::broker::declare_topology(&ch, &[topology::SCHEDULE_QUEUE.name.to_owned()], QueueType::Classic)
+        .await
+        .unwrap();
     ch.queue_declare(TAP.into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
     ch.queue_bind(
         TAP.into(),
         topology::EXCHANGE.into(),
         topology::SCHEDULE_QUEUE.name.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        TAP.into(),
+        delay::entry_exchange().as_str().into(),
+        "#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -105,10 +117,9 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     let (_conn, ch) = broker(&vhost).await;
     let (mut server, tdb, trace_id) = private_server_with_schedule(1);
     server.stop();
-
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.retry.base = Duration::from_millis(400);
-    config.retry.max = Duration::from_millis(1600);
+    config.retry.base = Duration::from_secs(1);
+    config.retry.max = Duration::from_secs(4);
     config.retry.max_retries = 10;
     config.db.checkout_timeout = Duration::from_millis(300);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
@@ -125,7 +136,7 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     }
     // eta(n) - eta(n-1) = the failed try (a checkout timeout, ~0.3 s) + countdown(n);
     // the first also includes the worker's start-up.
-    let expected = [0.4, 0.8, 1.6];
+    let expected = [1.0, 2.0, 4.0];
     let mut previous = sent_at;
     for (m, countdown) in retries.iter().zip(expected) {
         let gap = secs(m.eta.unwrap(), previous);
@@ -220,8 +231,8 @@ async fn database_down_past_the_retry_budget_ends_fail_once_it_returns() {
     server.stop();
 
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.retry.base = Duration::from_millis(200);
-    config.retry.max = Duration::from_millis(500);
+    config.retry.base = Duration::from_secs(1);
+    config.retry.max = Duration::from_secs(1);
     config.retry.max_retries = 2;
     config.db.checkout_timeout = Duration::from_millis(200);
     let worker = InProcessWorker::start(config, Registry::with_builtin());

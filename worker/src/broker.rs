@@ -3,16 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use broker_proto::{AMQPValue, FieldTable, TaskMessage, encode, topology};
-use chrono::Utc;
+use broker_proto::{AMQPValue, FieldTable, TaskMessage, delay, encode, topology};
+use chrono::{DateTime, FixedOffset, Utc};
 use lapin::Confirmation;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use thiserror::Error;
 
 use crate::amqp::{PropertyTooLong, basic_properties};
+use crate::config::QueueType;
 
 /// Where undecodable or unroutable-to-a-task messages go, with the reason.
 pub const DEAD_LETTER_QUEUE: &str = "celerity.dead";
@@ -82,35 +84,38 @@ pub async fn connect(url: &str, wait: Duration) -> Result<Connection, BrokerErro
     }
 }
 
-/// Declares what the worker consumes: the framework's queues exactly as
-/// Python declares them, other queues as Celery declares its default queue
-/// (durable, no arguments), and the dead-letter queue.
-pub async fn declare_topology(channel: &Channel, queues: &[String]) -> Result<(), BrokerError> {
-    for name in queues {
-        if topology::queue(name).is_some() {
-            declare_framework_queue(channel, name).await?;
-        } else {
-            declare_queue(channel, name, FieldTable::default()).await?;
+/// Declares what the worker consumes and publishes to: the framework's
+/// queues as Python declares them (or as quorum queues), other queues as
+/// Celery declares its default queue, the dead-letter queue, and the delay
+/// topology with a delivery binding for every destination queue.
+pub async fn declare_topology(channel: &Channel, queues: &[String], queue_type: QueueType) -> Result<(), BrokerError> {
+    let mut destinations: Vec<&str> = queues.iter().map(String::as_str).collect();
+    // Next polls and re-queued callbacks go to these, whatever is consumed.
+    for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name] {
+        if !destinations.contains(&q) {
+            destinations.push(q);
         }
     }
-    declare_queue(channel, DEAD_LETTER_QUEUE, FieldTable::default()).await
+    for name in &destinations {
+        if topology::queue(name).is_some() {
+            declare_framework_queue(channel, name, queue_type).await?;
+        } else {
+            declare_queue(channel, name, type_args(queue_type)).await?;
+        }
+    }
+    declare_queue(channel, DEAD_LETTER_QUEUE, type_args(queue_type)).await?;
+    declare_delay_topology(channel, &destinations, queue_type).await
 }
 
-/// Declares `name` as the framework declares its queues: durable,
+/// Declares `name` as the framework declares its queues (durable,
 /// `x-max-priority = 255`, bound to the direct exchange `default` with
-/// routing key = queue name.
-pub async fn declare_framework_queue(channel: &Channel, name: &str) -> Result<(), BrokerError> {
-    channel
-        .exchange_declare(
-            topology::EXCHANGE.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|source| BrokerError::Topology { what: format!("exchange {}", topology::EXCHANGE), source })?;
-    let mut args = FieldTable::default();
-    args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
+/// routing key = queue name), or as a quorum queue with the same binding.
+pub async fn declare_framework_queue(channel: &Channel, name: &str, queue_type: QueueType) -> Result<(), BrokerError> {
+    declare_exchange(channel, topology::EXCHANGE, ExchangeKind::Direct).await?;
+    let mut args = type_args(queue_type);
+    if queue_type == QueueType::Classic {
+        args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
+    }
     declare_queue(channel, name, args).await?;
     channel
         .queue_bind(
@@ -122,6 +127,75 @@ pub async fn declare_framework_queue(channel: &Channel, name: &str) -> Result<()
         )
         .await?;
     Ok(())
+}
+
+/// The level exchanges and TTL queues of [`broker_proto::delay`], and the
+/// delivery exchange bound to each destination queue.
+async fn declare_delay_topology(
+    channel: &Channel,
+    destinations: &[&str],
+    queue_type: QueueType,
+) -> Result<(), BrokerError> {
+    declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
+    for q in destinations {
+        channel
+            .queue_bind(
+                (*q).into(),
+                delay::DELIVERY_EXCHANGE.into(),
+                delay::delivery_binding(q).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    for n in 0..delay::LEVELS {
+        let level = delay::level_name(n);
+        let next = delay::next_exchange(n);
+        declare_exchange(channel, &level, ExchangeKind::Topic).await?;
+        let mut args = type_args(queue_type);
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay::level_ttl_ms(n) as i64));
+        args.insert("x-dead-letter-exchange".into(), broker_proto::header::text(&next));
+        declare_queue(channel, &level, args).await?;
+        channel
+            .queue_bind(
+                level.as_str().into(),
+                level.as_str().into(),
+                delay::level_binding(n, true).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_bind(
+                next.as_str().into(),
+                level.as_str().into(),
+                delay::level_binding(n, false).as_str().into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn type_args(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), broker_proto::header::text("quorum"));
+    }
+    args
+}
+
+async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|source| BrokerError::Topology { what: format!("exchange {name}"), source })
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
@@ -146,10 +220,35 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
-    /// Encodes `msg` as Celery would and publishes it, confirmed.
-    pub async fn publish_task(&self, exchange: &str, routing_key: &str, msg: &TaskMessage) -> Result<(), BrokerError> {
+    /// Publishes `msg` to the queue `routing_key`: through the delay topology
+    /// when its eta is a second or more away, directly otherwise. The
+    /// message is the same either way; only when it arrives differs.
+    pub async fn publish_task_to_queue(&self, routing_key: &str, msg: &TaskMessage) -> Result<(), BrokerError> {
         let out = encode(msg, Utc::now())?;
-        self.publish(exchange, routing_key, &out.body, basic_properties(&out.properties)?).await
+        let props = basic_properties(&out.properties)?;
+        self.publish_to_queue(routing_key, msg.eta, &out.body, props).await
+    }
+
+    /// Publishes a message as it is (body and properties untouched) to the
+    /// queue `routing_key`, waiting in the delay topology until `eta`.
+    pub async fn publish_to_queue(
+        &self,
+        routing_key: &str,
+        eta: Option<DateTime<FixedOffset>>,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        // Whole seconds, to the nearest: the delay queues count in seconds,
+        // and what arrives early is waited out in memory (the eta window).
+        let delay = eta.map_or(0, |eta| {
+            let ms = (eta.with_timezone(&Utc) - Utc::now()).num_milliseconds().max(0) as u64;
+            (ms + 500) / 1000
+        });
+        if delay == 0 {
+            self.publish(topology::DEFAULT_EXCHANGE, routing_key, body, properties).await
+        } else {
+            self.publish(&delay::entry_exchange(), &delay::routing_key(delay, routing_key), body, properties).await
+        }
     }
 
     /// Publishes raw bytes, confirmed; a message that reaches no queue is an error.

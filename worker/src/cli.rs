@@ -7,7 +7,7 @@ use std::time::Duration;
 use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DbConfig, Tz};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, LogFormat, WorkerConfig};
+use crate::config::{self, LogFormat, QueueType, WorkerConfig};
 use crate::retry::{self, RetryPolicy};
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
@@ -94,9 +94,18 @@ pub struct WorkerArgs {
     /// Retries before a schedule is failed.
     #[arg(long, env = "CELERITY_MAX_RETRIES", default_value_t = retry::DEFAULT_MAX_RETRIES)]
     pub max_retries: u32,
-    /// Deliveries with a future eta held in memory beyond the concurrency.
+    /// Deliveries due within the eta window held in memory beyond the concurrency.
     #[arg(long, env = "CELERITY_ETA_HOLD", default_value_t = config::DEFAULT_ETA_HOLD)]
     pub eta_hold: u16,
+    /// Seconds: messages due sooner wait in memory, later ones in the broker's delay queues.
+    #[arg(long, env = "CELERITY_ETA_WINDOW", default_value_t = Secs(config::DEFAULT_ETA_WINDOW))]
+    pub eta_window: Secs,
+    /// Queue type to declare: classic (x-max-priority = 255, the framework's) or quorum.
+    #[arg(long, env = "CELERITY_QUEUE_TYPE", value_enum, default_value = "classic")]
+    pub queue_type: QueueType,
+    /// Deliveries of a message that never completes before it is dead-lettered.
+    #[arg(long, env = "CELERITY_MAX_DELIVERIES", default_value_t = config::DEFAULT_MAX_DELIVERIES)]
+    pub max_deliveries: u32,
     /// Seconds in-flight polls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "CELERITY_SHUTDOWN_GRACE", default_value_t = Secs(config::DEFAULT_SHUTDOWN_GRACE))]
     pub shutdown_grace: Secs,
@@ -177,6 +186,9 @@ impl WorkerArgs {
             queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
             concurrency: self.concurrency,
             eta_hold: self.eta_hold,
+            eta_window: self.eta_window.0,
+            queue_type: self.queue_type,
+            max_deliveries: self.max_deliveries.max(1),
             hostname,
             http_addr: self.http_addr,
             log_format: self.log_format,

@@ -10,9 +10,15 @@ use crate::retry::RetryPolicy;
 /// Polls run at once when nothing else is said: polls wait on the database
 /// and the broker, so more than the core count keeps both busy.
 pub const DEFAULT_CONCURRENCY: usize = 16;
-/// Not-yet-due deliveries a worker holds in memory beyond its concurrency
-/// (their number is bounded by the channel's prefetch).
-pub const DEFAULT_ETA_HOLD: u16 = 1000;
+/// Deliveries due within the eta window that a worker holds in memory beyond
+/// its concurrency (bounded by the channel's prefetch); later ones wait in the
+/// broker's delay topology.
+pub const DEFAULT_ETA_HOLD: u16 = 100;
+/// Messages due within this window wait in memory; later ones go to the
+/// broker. A second matches the delay topology's one-second resolution.
+pub const DEFAULT_ETA_WINDOW: Duration = Duration::from_secs(1);
+/// Deliveries of one message before it is declared poison and dead-lettered.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 /// How long in-flight polls may finish after SIGTERM before they are handed back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long start-up waits for the broker before giving up.
@@ -21,6 +27,15 @@ pub const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DELETE_AFTER_DAYS: u32 = 30;
 /// Rows deleted per transaction by `delete_expired_schedule`.
 pub const DEFAULT_DELETE_BATCH: i64 = 500;
+
+/// Which kind of queue to declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// Classic queues with `x-max-priority = 255`, as the framework declares them.
+    Classic,
+    /// Quorum queues (`x-queue-type = quorum`), replicated across a cluster.
+    Quorum,
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,8 +57,15 @@ pub struct WorkerConfig {
     pub queues: Vec<String>,
     /// Polls at once.
     pub concurrency: usize,
-    /// Extra prefetch for deliveries whose eta is still ahead.
+    /// Extra prefetch for deliveries due within the eta window.
     pub eta_hold: u16,
+    /// Deliveries due within this window are held in memory; later ones are
+    /// moved to the broker's delay topology.
+    pub eta_window: Duration,
+    /// Classic priority queues or quorum queues.
+    pub queue_type: QueueType,
+    /// Deliveries before a message that never completes is dead-lettered.
+    pub max_deliveries: u32,
     /// This worker's name (`celerity@host`), written to the attempt log.
     pub hostname: String,
     /// Where `/metrics` and `/healthz` will listen.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use broker_proto::{DecodeOptions, TaskMessage, topology};
+use broker_proto::{DecodeOptions, TaskMessage, delay, topology};
 use chrono::Utc;
 use lapin::message::Delivery;
 use tokio::sync::{Semaphore, watch};
@@ -13,6 +13,7 @@ use crate::amqp::properties_of;
 use crate::broker::BrokerError;
 use crate::context::Ctx;
 use crate::dead_letter::dead_letter;
+use crate::poison;
 use crate::settle::{Handled, settle};
 use crate::tasks::{self, Origin, callback::CallbackArgs};
 
@@ -31,6 +32,14 @@ pub(crate) async fn handle(
     permits: Arc<Semaphore>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let origin = Origin {
+        queue: delay::destination(delivery.routing_key.as_str()).unwrap_or(delivery.routing_key.as_str()).to_owned(),
+    };
+    match poison::check(&ctx, &origin, &delivery).await {
+        Ok(poison::Verdict::Run) => {}
+        Ok(poison::Verdict::Settled(handled)) => return settle(&delivery, Ok(handled)).await,
+        Err(e) => return settle(&delivery, Err(e)).await,
+    }
     let opts = DecodeOptions { naive_zone: ctx.config.db.time_zone, ..DecodeOptions::default() };
     let msg = match broker_proto::decode(&properties_of(&delivery.properties), &delivery.data, &opts) {
         Ok(msg) => msg,
@@ -62,13 +71,21 @@ pub(crate) async fn handle(
         if let Some(eta) = msg.eta
             && let Ok(wait) = (eta.with_timezone(&Utc) - now).to_std()
         {
+            if wait > ctx.config.eta_window {
+                // Not due soon: the broker keeps it, not this worker's memory.
+                let moved = ctx
+                    .publisher
+                    .publish_to_queue(&origin.queue, Some(eta), &delivery.data, delivery.properties.clone())
+                    .await
+                    .map(|()| Handled("moved to the delay queues"));
+                return settle(&delivery, moved).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
         }
         let Ok(_permit) = permits.acquire().await else { return };
-        let origin = Origin { exchange: delivery.exchange.to_string(), routing_key: delivery.routing_key.to_string() };
         let result: Result<Handled, BrokerError> = match job {
             Job::Schedule(trace_id) => tasks::schedule::run(&ctx, &origin, &msg, &trace_id).await,
             Job::Callback(args) => tasks::callback::run(&ctx, &origin, &msg, args).await,

@@ -11,6 +11,7 @@ mod dispatch;
 pub mod http_callback;
 pub mod plugin;
 pub mod plugins;
+pub mod poison;
 pub mod poll;
 pub mod pyjson;
 pub mod retry;

@@ -83,7 +83,7 @@ async fn requeue_later(ctx: &Ctx, args: &CallbackArgs) -> Result<Handled, Broker
     m.reply_to = Some(ctx.reply_to.clone());
     m.priority = Some(0);
     m.eta = eta_after(Utc::now(), chrono::Duration::seconds(fastrand::i64(1..=5)));
-    ctx.publisher.publish_task(topology::DEFAULT_EXCHANGE, topology::CALLBACK_QUEUE.name, &m).await?;
+    ctx.publisher.publish_task_to_queue(topology::CALLBACK_QUEUE.name, &m).await?;
     tracing::info!("scheduling lock held elsewhere; callback re-queued");
     Ok(Handled("lock busy"))
 }

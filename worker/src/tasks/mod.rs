@@ -31,13 +31,11 @@ pub const PENDING_FAIL_HEADER: &str = "x-celerity-fail";
 /// Header on a callback retry that already holds the `scheduling` lock.
 pub const LOCK_HELD_HEADER: &str = "x-celerity-lock-held";
 
-/// Where a delivery came from: retries go back to the same place.
+/// Where a delivery came from: retries go back to the same queue.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    /// The exchange it was published to.
-    pub exchange: String,
-    /// Its routing key.
-    pub routing_key: String,
+    /// The queue (routing key) it was delivered for, with any delay bits removed.
+    pub queue: String,
 }
 
 /// The `err` of a FAIL still to be written, if this message carries one.
@@ -105,7 +103,7 @@ pub(crate) async fn poll(
     tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
     if let Some(countdown) = decision.next_poll {
         let next = next_poll_message(ctx, trace_id, decision.result.invoke_count, countdown);
-        ctx.publisher.publish_task(topology::DEFAULT_EXCHANGE, topology::SCHEDULE_QUEUE.name, &next).await?;
+        ctx.publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &next).await?;
     }
     if let Some(info) = decision.plugin_callback {
         let posted =
@@ -184,7 +182,8 @@ pub(crate) async fn on_db_error(
 }
 
 /// Re-publishes the message the Celery way (same id, `retries + 1`, eta =
-/// now + countdown), or fails the schedule when the retries are spent.
+/// now + countdown) to the queue it came from, waiting in the broker's delay
+/// topology, or fails the schedule when the retries are spent.
 async fn retry(
     ctx: &Ctx,
     origin: &Origin,
@@ -205,7 +204,7 @@ async fn retry(
     };
     let now = Utc::now();
     let retried = msg.retried(eta_after(now, chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
-    ctx.publisher.publish_task(&origin.exchange, &origin.routing_key, &retried).await?;
+    ctx.publisher.publish_task_to_queue(&origin.queue, &retried).await?;
     tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
     if let Some(trace_id) = trace_id {
         // Bookkeeping for operators; the database may well still be down.
@@ -247,7 +246,7 @@ pub(crate) async fn fail_schedule(
             pending.extra_headers.insert(PENDING_FAIL_HEADER.into(), header::text(&err));
             let countdown = chrono::Duration::from_std(ctx.config.retry.max).unwrap_or(chrono::Duration::MAX);
             pending.eta = eta_after(Utc::now(), countdown);
-            ctx.publisher.publish_task(&origin.exchange, &origin.routing_key, &pending).await?;
+            ctx.publisher.publish_task_to_queue(&origin.queue, &pending).await?;
             tracing::warn!(error = %e, "FAIL not written yet; it stays in flight until the database takes it");
             Ok(Handled("fail pending"))
         }

@@ -1,0 +1,63 @@
+//! Poison messages: a message that never completes (it crashes the worker or
+//! its handler fails on every delivery) is dead-lettered after
+//! `max_deliveries` instead of looping forever.
+//!
+//! Quorum queues count deliveries themselves (`x-delivery-count`). On
+//! classic queues a redelivery only says "at least once before", so the
+//! worker re-publishes a redelivered message with its own counter
+//! ([`DELIVERIES_HEADER`]), confirmed, and acks the old copy; only
+//! redeliveries pay for that.
+
+use broker_proto::{AMQPValue, header};
+use lapin::message::Delivery;
+
+use crate::broker::BrokerError;
+use crate::context::Ctx;
+use crate::dead_letter::dead_letter;
+use crate::settle::Handled;
+use crate::tasks::Origin;
+
+/// Celerity's delivery counter on classic queues: deliveries of earlier copies.
+pub const DELIVERIES_HEADER: &str = "x-celerity-deliveries";
+/// The broker's delivery counter on quorum queues (previous deliveries).
+pub const QUORUM_COUNT_HEADER: &str = "x-delivery-count";
+
+/// What to do with a delivery before decoding it.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Go on and run it.
+    Run,
+    /// Already dealt with (dead-lettered, or re-published with its count).
+    Settled(Handled),
+}
+
+/// How many times this message has been delivered, this delivery included.
+pub fn deliveries(delivery: &Delivery) -> u32 {
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let count =
+        |name: &str| headers.inner().get(name).and_then(header::as_int).map(|n| n.clamp(0, u32::MAX.into()) as u32);
+    match count(QUORUM_COUNT_HEADER) {
+        Some(previous) => previous.saturating_add(1),
+        None => count(DELIVERIES_HEADER).unwrap_or(1).saturating_add(u32::from(delivery.redelivered)),
+    }
+}
+
+/// Dead-letters a message delivered too often; re-publishes a redelivered
+/// classic-queue message with its count.
+pub(crate) async fn check(ctx: &Ctx, origin: &Origin, delivery: &Delivery) -> Result<Verdict, BrokerError> {
+    let n = deliveries(delivery);
+    if n >= ctx.config.max_deliveries {
+        let reason = format!("delivered {n} times without completing (max_deliveries {})", ctx.config.max_deliveries);
+        return dead_letter(&ctx.publisher, delivery, &reason).await.map(Verdict::Settled);
+    }
+    let quorum = delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(QUORUM_COUNT_HEADER));
+    if !delivery.redelivered || quorum {
+        return Ok(Verdict::Run);
+    }
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongInt(i32::try_from(n).unwrap_or(i32::MAX)));
+    let props = delivery.properties.clone().with_headers(headers);
+    ctx.publisher.publish_to_queue(&origin.queue, None, &delivery.data, props).await?;
+    tracing::warn!(deliveries = n, "redelivered message re-published with its delivery count");
+    Ok(Verdict::Settled(Handled("re-published with its delivery count")))
+}
