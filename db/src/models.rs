@@ -189,4 +189,6 @@ pub struct Attempt {
     pub error: String,
     /// The worker that ran it.
     pub hostname: String,
+    /// When the next poll it enqueued is due, if it kept polling.
+    pub next_poll_at: Option<NaiveDateTime>,
 }

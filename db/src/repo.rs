@@ -191,6 +191,11 @@ pub fn append_attempt(conn: &mut MysqlConnection, attempt: &Attempt) -> Result<b
     Ok(diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)? == 1)
 }
 
+/// One attempt of the log, if it is there.
+pub fn attempt(conn: &mut MysqlConnection, trace_id: &str, attempt: i32) -> Result<Option<Attempt>, DbError> {
+    Ok(celerity_attempt::table.find((trace_id, attempt)).select(Attempt::as_select()).first(conn).optional()?)
+}
+
 /// The schedule's attempt log, oldest first.
 pub fn attempts(conn: &mut MysqlConnection, trace_id: &str) -> Result<Vec<Attempt>, DbError> {
     Ok(celerity_attempt::table

@@ -38,5 +38,6 @@ diesel::table! {
         outcome -> Varchar,
         error -> Longtext,
         hostname -> Varchar,
+        next_poll_at -> Nullable<Datetime>,
     }
 }

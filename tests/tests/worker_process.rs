@@ -191,3 +191,47 @@ fn migrate_is_safe_to_run_twice() {
         assert!(String::from_utf8(out.stdout).unwrap().starts_with(expect));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_run_loses_nothing_and_finalises_each_schedule_once() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let polls = 40;
+    let trace_ids: Vec<String> = (0..20).map(|_| unique("k").replace('-', "")).collect();
+    for id in &trace_ids {
+        insert(&tdb.url(), id, polls, 0);
+    }
+    let dir = temp_dir();
+    let start_worker = |log: &str| {
+        Command::new(celerity_bin())
+            .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "8"])
+            .args(["--queues", "plugin_schedule"])
+            .stderr(Stdio::from(std::fs::File::create(dir.join(log)).unwrap()))
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start_worker("first.log");
+    for id in &trace_ids {
+        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+    }
+    wait_for_rows(&tdb, Duration::from_secs(60), |r| r.values().map(|r| r.invoke_count).sum::<i32>() > 200).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = start_worker("second.log");
+    let done = wait_for_rows(&tdb, Duration::from_secs(120), |r| r.values().all(|r| r.state == 4)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let db = celerity_db::Db::new(celerity_db::DbConfig::new(tdb.url())).unwrap();
+    for id in &trace_ids {
+        let r = &done[id];
+        assert_eq!((r.invoke_count, r.finished), (polls as i32 + 1, true), "{id}");
+        assert!(r.data.contains(&format!(r#""polls_done": {polls}"#)), "{id}: {}", r.data);
+        let key = id.clone();
+        let attempts = db.blocking(move |c| celerity_db::repo::attempts(c, &key)).unwrap();
+        let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+        assert_eq!(numbers, (2..=polls as i32 + 1).collect::<Vec<_>>(), "{id}: one attempt per poll");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

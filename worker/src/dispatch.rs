@@ -34,6 +34,7 @@ pub(crate) async fn handle(
 ) {
     let origin = Origin {
         queue: delay::destination(delivery.routing_key.as_str()).unwrap_or(delivery.routing_key.as_str()).to_owned(),
+        redelivered: poison::deliveries(&delivery) > 1,
     };
     match poison::check(&ctx, &origin, &delivery).await {
         Ok(poison::Verdict::Run) => {}

@@ -36,6 +36,9 @@ pub const LOCK_HELD_HEADER: &str = "x-celerity-lock-held";
 pub struct Origin {
     /// The queue (routing key) it was delivered for, with any delay bits removed.
     pub queue: String,
+    /// Whether an earlier delivery of this message did not complete (a worker
+    /// died or handed it back), so its effects may be half done.
+    pub redelivered: bool,
 }
 
 /// The `err` of a FAIL still to be written, if this message carries one.
@@ -69,6 +72,11 @@ pub(crate) async fn poll(
     if let Some(expected) = expected_invoke_count(msg)
         && i64::from(row.invoke_count) != expected
     {
+        if origin.redelivered && i64::from(row.invoke_count) == expected + 1 && row.state == State::Poll.code() {
+            // This message's earlier delivery committed its poll; the worker
+            // may have died before publishing the next one.
+            return republish_next_poll(ctx, origin, msg, trace_id, row.invoke_count).await;
+        }
         tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
         return release(ctx, origin, msg, trace_id, holds_lock, Handled("stale")).await;
     }
@@ -90,6 +98,9 @@ pub(crate) async fn poll(
         outcome: decision.result.state.name().to_owned(),
         error: decision.result.err.clone().unwrap_or_default(),
         hostname: ctx.config.hostname.clone(),
+        next_poll_at: decision
+            .next_poll
+            .map(|secs| ctx.db.now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
     };
     let result = decision.result.clone();
     match ctx.db.call(move |c| repo::apply_poll(c, &result, Some(&attempt))).await {
@@ -113,6 +124,29 @@ pub(crate) async fn poll(
         }
     }
     Ok(Handled(state_label(decision.result.state)))
+}
+
+/// Publishes again the next poll of a poll that landed, due when the attempt
+/// log says it was. If the first publish did happen, the two copies expect the
+/// same invoke_count: one polls, the other is dropped as stale.
+async fn republish_next_poll(
+    ctx: &Ctx,
+    origin: &Origin,
+    msg: &TaskMessage,
+    trace_id: &str,
+    invoke_count: i32,
+) -> Result<Handled, BrokerError> {
+    let id = trace_id.to_owned();
+    let attempt = match ctx.db.call(move |c| repo::attempt(c, &id, invoke_count)).await {
+        Ok(attempt) => attempt,
+        Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+    };
+    let now = ctx.db.now();
+    let countdown = attempt.and_then(|a| a.next_poll_at).map_or(0, |at| (at - now).num_seconds().max(0) as u64);
+    let next = next_poll_message(ctx, trace_id, invoke_count, countdown);
+    ctx.publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &next).await?;
+    tracing::warn!(invoke_count, "redelivered poll had landed; its next poll is published again");
+    Ok(Handled("next poll re-published"))
 }
 
 fn state_label(state: State) -> &'static str {
@@ -203,7 +237,10 @@ async fn retry(
         };
     };
     let now = Utc::now();
-    let retried = msg.retried(eta_after(now, chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
+    let mut retried =
+        msg.retried(eta_after(now, chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
+    // A retry is a fresh delivery, not a redelivery of a crashed one.
+    retried.extra_headers = without(&retried.extra_headers, crate::poison::DELIVERIES_HEADER);
     ctx.publisher.publish_task_to_queue(&origin.queue, &retried).await?;
     tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
     if let Some(trace_id) = trace_id {
@@ -223,6 +260,16 @@ async fn retry(
         }
     }
     Ok(Handled("retried"))
+}
+
+fn without(headers: &broker_proto::FieldTable, name: &str) -> broker_proto::FieldTable {
+    let mut out = broker_proto::FieldTable::default();
+    for (k, v) in headers {
+        if k.as_str() != name {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Writes FAIL with `err`; if the database cannot take it now, keeps a

@@ -1,0 +1,1 @@
+ALTER TABLE `celerity_attempt` DROP COLUMN IF EXISTS `next_poll_at`;
