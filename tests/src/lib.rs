@@ -410,7 +410,8 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
         queues: ["plugin_schedule", "plugin_callback", "schedule_delete"].map(String::from).to_vec(),
         concurrency: 4,
         eta_hold: 100,
-        eta_window: Duration::from_secs(1),
+        // Below the 1 s retry countdowns of the tests, so those go through the delay queues.
+        eta_window: Duration::from_millis(500),
         queue_type: celerity::config::QueueType::Classic,
         max_deliveries: 5,
         hostname: unique("celerity-test"),

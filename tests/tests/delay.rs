@@ -32,7 +32,7 @@ async fn a_delayed_message_returns_to_its_queue_unchanged_when_due() {
         let (conn, ch) = confirmed_channel(&vhost).await;
         let queue = topology::SCHEDULE_QUEUE.name;
         declare_topology(&ch, &[queue.to_owned()], queue_type).await.unwrap();
-        let publisher = Publisher::new(conn.create_channel().await.unwrap()).await.unwrap();
+        let publisher = Publisher::new(conn.create_channel().await.unwrap(), Duration::from_secs(1)).await.unwrap();
         let mut m = task_message(topology::SCHEDULE_TASK, &[("trace_id", "abc")]);
         m.extra_headers.insert("x-custom".into(), header::text("kept"));
         m.eta = eta_after(Utc::now(), chrono::Duration::seconds(3));

@@ -211,13 +211,17 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    /// Messages due within this window are published straight to their
+    /// queue; the consuming worker holds them in memory until due.
+    direct_within: Duration,
 }
 
 impl Publisher {
-    /// Puts `channel` in confirm mode.
-    pub async fn new(channel: Channel) -> Result<Publisher, BrokerError> {
+    /// Puts `channel` in confirm mode. Messages due within `direct_within`
+    /// (the eta window) skip the delay topology.
+    pub async fn new(channel: Channel, direct_within: Duration) -> Result<Publisher, BrokerError> {
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel })
+        Ok(Publisher { channel, direct_within })
     }
 
     /// Publishes `msg` to the queue `routing_key`: through the delay topology
@@ -238,13 +242,11 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        let wait = eta.map_or(0, |eta| (eta.with_timezone(&Utc) - Utc::now()).num_milliseconds().max(0) as u64);
         // Whole seconds, to the nearest: the delay queues count in seconds,
         // and what arrives early is waited out in memory (the eta window).
-        let delay = eta.map_or(0, |eta| {
-            let ms = (eta.with_timezone(&Utc) - Utc::now()).num_milliseconds().max(0) as u64;
-            (ms + 500) / 1000
-        });
-        if delay == 0 {
+        let delay = (wait + 500) / 1000;
+        if delay == 0 || u128::from(wait) <= self.direct_within.as_millis() {
             self.publish(topology::DEFAULT_EXCHANGE, routing_key, body, properties).await
         } else {
             self.publish(&delay::entry_exchange(), &delay::routing_key(delay, routing_key), body, properties).await

@@ -49,7 +49,7 @@ pub async fn run_with(
     let conn = broker::connect(&config.broker_url, config.broker_wait).await?;
     let consume = conn.create_channel().await.map_err(BrokerError::from)?;
     broker::declare_topology(&consume, &config.queues, config.queue_type).await?;
-    let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?).await?;
+    let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     // Concurrency for running polls, plus room for deliveries waiting on their eta.
     let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX).saturating_add(config.eta_hold);
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;

@@ -19,7 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{FieldTable, delay, topology};
-use celerity_tests::{TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, task_message, workspace_root};
+use celerity_tests::{
+    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, task_message, workspace_root,
+};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -70,9 +72,13 @@ fn insert_rows(db: &TestDatabase, prefix: &str, n: usize, polls: i64, interval: 
         r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
     );
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let values: Vec<String> =
-            chunk.iter().map(|i| format!("('{prefix}{i:08}', '1.0.0', 2, 1, '{data}', UTC_TIMESTAMP(6), NULL, 0, '')")).collect();
-        diesel::sql_query(format!("INSERT INTO schedule_schedule VALUES {}", values.join(","))).execute(&mut conn).unwrap();
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("('{prefix}{i:08}', '1.0.0', 2, 1, '{data}', UTC_TIMESTAMP(6), NULL, 0, '')"))
+            .collect();
+        diesel::sql_query(format!("INSERT INTO schedule_schedule VALUES {}", values.join(",")))
+            .execute(&mut conn)
+            .unwrap();
     }
 }
 
@@ -84,9 +90,15 @@ async fn publish_first_polls(ch: &lapin::Channel, prefix: &str, n: usize) {
             let out = broker_proto::encode(&m, chrono::Utc::now()).unwrap();
             let props = celerity::amqp::basic_properties(&out.properties).unwrap();
             confirms.push(
-                ch.basic_publish("".into(), topology::SCHEDULE_QUEUE.name.into(), BasicPublishOptions::default(), &out.body, props)
-                    .await
-                    .unwrap(),
+                ch.basic_publish(
+                    "".into(),
+                    topology::SCHEDULE_QUEUE.name.into(),
+                    BasicPublishOptions::default(),
+                    &out.body,
+                    props,
+                )
+                .await
+                .unwrap(),
             );
         }
         for c in confirms {
@@ -151,6 +163,18 @@ async fn memory(a: &Args) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(worker.id());
     let t0 = Instant::now();
+    // Sample RSS all along, publishing included.
+    let pid = worker.id();
+    let sampler_peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_idle));
+    let sampler = {
+        let peak = sampler_peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     publish_first_polls(&ch, "m", a.schedules).await;
     println!("first polls published in {:.1} s", t0.elapsed().as_secs_f64());
     let mut peak = rss_idle;
@@ -174,6 +198,8 @@ async fn memory(a: &Args) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         settle_rss.push(rss_kib(worker.id()));
     }
+    sampler.abort();
+    peak = peak.max(sampler_peak.load(std::sync::atomic::Ordering::Relaxed));
     let waiting = delay_depth(&ch).await;
     let in_queue = depth(&ch, topology::SCHEDULE_QUEUE.name).await;
     let polled = count(&db, "SELECT COUNT(*) AS n FROM schedule_schedule WHERE invoke_count = 2 AND state = 2");
@@ -184,8 +210,16 @@ async fn memory(a: &Args) {
     }
     let (settle_min, settle_max) =
         (settle_rss.iter().min().copied().unwrap_or(0), settle_rss.iter().max().copied().unwrap_or(0));
-    println!("polled once: {polled} of {} in {:.1} s ({:.0} polls/s)", a.schedules, polled_at.as_secs_f64(), a.schedules as f64 / polled_at.as_secs_f64());
-    println!("waiting in the broker's delay queues: {waiting}; in plugin_schedule: {in_queue}; lost: {}", a.schedules as i64 - waiting as i64 - in_queue as i64);
+    println!(
+        "polled once: {polled} of {} in {:.1} s ({:.0} polls/s)",
+        a.schedules,
+        polled_at.as_secs_f64(),
+        a.schedules as f64 / polled_at.as_secs_f64()
+    );
+    println!(
+        "waiting in the broker's delay queues: {waiting}; in plugin_schedule: {in_queue}; lost: {}",
+        a.schedules as i64 - waiting as i64 - in_queue as i64
+    );
     println!(
         "worker RSS: idle {:.1} MiB, peak {:.1} MiB, over the {} s after: {:.1}..{:.1} MiB",
         rss_idle as f64 / 1024.0,
