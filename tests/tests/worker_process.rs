@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{TaskMessage, time, topology};
+use celerity::config::QueueType;
 use celerity::plugin::Registry;
 use celerity_db::State;
 use celerity_tests::{
@@ -194,21 +195,28 @@ fn migrate_is_safe_to_run_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_run_loses_nothing_and_finalises_each_schedule_once() {
-    kill_9_mid_run(40, 0, 200).await;
+    kill_9_mid_run(40, 0, 200, "classic").await;
+}
+
+/// The same on quorum queues, where RabbitMQ counts the redeliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_on_quorum_queues_loses_nothing() {
+    kill_9_mid_run(20, 0, 100, "quorum").await;
 }
 
 /// The same with 1 s countdowns: next polls go through the delay topology,
 /// and the kill can fall between publishing into it and acking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_with_countdowns_in_the_broker_loses_nothing() {
-    kill_9_mid_run(6, 1, 50).await;
+    kill_9_mid_run(6, 1, 50, "classic").await;
 }
 
-async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32) {
+async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_type: &str) {
     let vhost = Vhost::create();
     let tdb = migrated_database();
     let (_conn, ch) = confirmed_channel(&vhost).await;
-    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let kind = if queue_type == "quorum" { QueueType::Quorum } else { QueueType::Classic };
+    celerity::broker::declare_topology(&ch, &[topology::SCHEDULE_QUEUE.name.to_owned()], kind).await.unwrap();
     let trace_ids: Vec<String> = (0..20).map(|_| unique("k").replace('-', "")).collect();
     for id in &trace_ids {
         insert(&tdb.url(), id, polls, interval);
@@ -217,7 +225,7 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32) {
     let start_worker = |log: &str| {
         Command::new(celerity_bin())
             .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "8"])
-            .args(["--queues", "plugin_schedule"])
+            .args(["--queues", "plugin_schedule", "--queue-type", queue_type])
             .stderr(Stdio::from(std::fs::File::create(dir.join(log)).unwrap()))
             .spawn()
             .unwrap()
