@@ -41,3 +41,5 @@ diesel::table! {
         next_poll_at -> Nullable<Datetime>,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(schedule_schedule, celerity_schedule_retry, celerity_attempt);

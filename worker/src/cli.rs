@@ -26,6 +26,25 @@ pub enum Command {
     Worker(Box<WorkerArgs>),
     /// Create Celerity's tables, and schedule_schedule where it does not exist; safe to run again.
     Migrate(MigrateArgs),
+    /// Show a schedule (POLL, CALLBACK, RETRYING, SUCCESS, FAIL, attempts), or counts by state.
+    Status(StatusArgs),
+}
+
+/// `celerity status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The schedule to show.
+    #[arg(required_unless_present = "summary", conflicts_with = "summary")]
+    pub trace_id: Option<String>,
+    /// Count schedules by state instead, RETRYING included.
+    #[arg(long)]
+    pub summary: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The database.
+    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
 }
 
 /// `celerity migrate`.

@@ -16,6 +16,7 @@ pub mod poll;
 pub mod pyjson;
 pub mod retry;
 pub mod settle;
+pub mod status;
 pub mod tasks;
 pub mod telemetry;
 pub mod worker;

@@ -23,6 +23,30 @@ fn main() -> ExitCode {
                 Err(e) => fatal(&e.to_string()),
             }
         }
+        Command::Status(args) => {
+            if !args.database_url.starts_with("mysql://") {
+                return fatal("--database-url must be a mysql:// URL");
+            }
+            let db = match celerity_db::Db::new(celerity_db::DbConfig::new(args.database_url)) {
+                Ok(db) => db,
+                Err(e) => return fatal(&e.to_string()),
+            };
+            let printed = match (&args.trace_id, args.json) {
+                (Some(id), json) => db.blocking(|c| celerity::status::schedule(c, id)).map(|s| {
+                    if json { serde_json::to_string_pretty(&s).expect("status serialises") } else { s.render() }
+                }),
+                (None, json) => db.blocking(celerity::status::summary).map(|s| {
+                    if json { serde_json::to_string_pretty(&s).expect("summary serialises") } else { s.render() }
+                }),
+            };
+            match printed {
+                Ok(text) => {
+                    println!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fatal(&e.to_string()),
+            }
+        }
         Command::Migrate(args) => {
             if !args.database_url.starts_with("mysql://") {
                 return fatal("--database-url must be a mysql:// URL");
