@@ -257,3 +257,59 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let polls = 5;
+    let trace_ids: Vec<String> = (0..30).map(|_| unique("d").replace('-', "")).collect();
+    for id in &trace_ids {
+        insert(&tdb.url(), id, polls, 0);
+    }
+    let dir = temp_dir();
+    let workers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            Command::new(celerity_bin())
+                .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "4"])
+                .args(["--queues", "plugin_schedule", "--hostname", &format!("celerity@{name}")])
+                .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Every message the producer sends arrives twice.
+    for id in &trace_ids {
+        let m = schedule_message(id);
+        publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
+        publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
+    }
+    let done = wait_for_rows(&tdb, Duration::from_secs(60), |r| r.values().all(|r| r.state == 4)).await;
+    // Quiet for a moment: no late duplicate may change anything.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rows(&tdb);
+    let db = celerity_db::Db::new(celerity_db::DbConfig::new(tdb.url())).unwrap();
+    let mut hosts = std::collections::BTreeSet::new();
+    for id in &trace_ids {
+        assert_eq!(after[id], done[id], "{id} changed after it was final");
+        assert_eq!(done[id].invoke_count, polls as i32 + 1, "{id}");
+        assert!(done[id].data.contains(&format!(r#""polls_done": {polls}"#)), "{id}: {}", done[id].data);
+        let key = id.clone();
+        let attempts = db.blocking(move |c| celerity_db::repo::attempts(c, &key)).unwrap();
+        assert_eq!(
+            attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            (2..=polls as i32 + 1).collect::<Vec<_>>(),
+            "{id}"
+        );
+        hosts.extend(attempts.into_iter().map(|a| a.hostname));
+    }
+    assert_eq!(hosts.len(), 2, "both workers took part: {hosts:?}");
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
