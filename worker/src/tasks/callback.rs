@@ -1,10 +1,9 @@
 //! `bk_plugin_framework.runtime.callback.celery.tasks.callback(trace_id, callback_id, callback_data)`.
 
-use broker_proto::{TaskMessage, Value, eta_after, header, repr, topology};
+use broker_proto::{TaskMessage, header, topology};
 use celerity_db::{DbError, State, repo};
-use chrono::Utc;
 
-use super::{LOCK_HELD_HEADER, Origin, fail_schedule, on_db_error, pending_fail, poll};
+use super::{LOCK_HELD_HEADER, Origin, fail_schedule, new_task, on_db_error, pending_fail, poll};
 use crate::broker::BrokerError;
 use crate::context::Ctx;
 use crate::plugin::Callback;
@@ -71,18 +70,12 @@ pub(crate) async fn run(
 /// Another worker holds the lock: send the callback again in 1–5 s, as a new
 /// task, as the Python task does.
 async fn requeue_later(ctx: &Ctx, args: &CallbackArgs) -> Result<Handled, BrokerError> {
-    let mut m = TaskMessage::new(topology::CALLBACK_TASK, uuid::Uuid::new_v4().to_string());
-    for (k, v) in
-        [("trace_id", &args.trace_id), ("callback_id", &args.callback_id), ("callback_data", &args.callback_data)]
-    {
-        m.kwargs.insert(k.into(), Value::String(v.clone()));
-    }
-    m.argsrepr = Some(repr::args_repr(&m.args));
-    m.kwargsrepr = Some(repr::kwargs_repr(&m.kwargs));
-    m.origin = Some(ctx.origin.clone());
-    m.reply_to = Some(ctx.reply_to.clone());
-    m.priority = Some(0);
-    m.eta = eta_after(Utc::now(), chrono::Duration::seconds(fastrand::i64(1..=5)));
+    let kwargs = [
+        ("trace_id", args.trace_id.as_str()),
+        ("callback_id", &args.callback_id),
+        ("callback_data", &args.callback_data),
+    ];
+    let m = new_task(ctx, topology::CALLBACK_TASK, &kwargs, fastrand::i64(1..=5));
     ctx.publisher.publish_task_to_queue(topology::CALLBACK_QUEUE.name, &m).await?;
     tracing::info!("scheduling lock held elsewhere; callback re-queued");
     Ok(Handled("lock busy"))

@@ -181,15 +181,25 @@ async fn release(
 /// The next `schedule` message, as Python's `apply_async(kwargs={"trace_id": ...},
 /// countdown=interval, queue="plugin_schedule")` would send it.
 fn next_poll_message(ctx: &Ctx, trace_id: &str, invoke_count: i32, countdown: u64) -> TaskMessage {
-    let mut m = TaskMessage::new(topology::SCHEDULE_TASK, uuid::Uuid::new_v4().to_string());
-    m.kwargs.insert("trace_id".into(), Value::String(trace_id.to_owned()));
+    let mut m =
+        new_task(ctx, topology::SCHEDULE_TASK, &[("trace_id", trace_id)], countdown.min(i64::MAX as u64) as i64);
+    m.extra_headers.insert(INVOKE_COUNT_HEADER.into(), AMQPValue::LongInt(invoke_count));
+    m
+}
+
+/// A new task with string kwargs, as Python's `apply_async(kwargs=...,
+/// countdown=...)` sends it from this worker.
+pub(crate) fn new_task(ctx: &Ctx, task: &str, kwargs: &[(&str, &str)], countdown_secs: i64) -> TaskMessage {
+    let mut m = TaskMessage::new(task, uuid::Uuid::new_v4().to_string());
+    for (k, v) in kwargs {
+        m.kwargs.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
     m.argsrepr = Some(repr::args_repr(&m.args));
     m.kwargsrepr = Some(repr::kwargs_repr(&m.kwargs));
     m.origin = Some(ctx.origin.clone());
     m.reply_to = Some(ctx.reply_to.clone());
     m.priority = Some(0);
-    m.eta = eta_after(Utc::now(), chrono::Duration::seconds(countdown.min(i64::MAX as u64) as i64));
-    m.extra_headers.insert(INVOKE_COUNT_HEADER.into(), AMQPValue::LongInt(invoke_count));
+    m.eta = eta_after(Utc::now(), chrono::Duration::seconds(countdown_secs));
     m
 }
 
