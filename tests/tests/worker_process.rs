@@ -313,3 +313,55 @@ async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_broker_connections_are_reconnected_and_nothing_is_lost() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let polls = 150;
+    let trace_ids: Vec<String> = (0..20).map(|_| unique("r").replace('-', "")).collect();
+    for id in &trace_ids {
+        insert(&tdb.url(), id, polls, 0);
+    }
+    let dir = temp_dir();
+    let mut worker = Command::new(celerity_bin())
+        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "8"])
+        .args(["--queues", "plugin_schedule"])
+        .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
+        .spawn()
+        .unwrap();
+    for id in &trace_ids {
+        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+    }
+    wait_for_rows(&tdb, Duration::from_secs(60), |r| r.values().map(|r| r.invoke_count).sum::<i32>() > 150).await;
+    // Cut every connection of the worker's vhost, as a broker restart or a TCP reset would.
+    let vhost_name = vhost.url().rsplit('/').next().unwrap().to_owned();
+    let closed = Command::new("rabbitmqctl")
+        .args(["close_all_connections", "-p", &vhost_name, "fault suite: connection cut"])
+        .output()
+        .unwrap();
+    assert!(closed.status.success(), "{}", String::from_utf8_lossy(&closed.stderr));
+    let cut_at = Instant::now();
+    let polled_at_cut: i32 = rows(&tdb).values().map(|r| r.invoke_count - 1).sum();
+    assert!(polled_at_cut < 20 * polls as i32, "the cut must land mid-run ({polled_at_cut} polls done)");
+    let done = wait_for_rows(&tdb, Duration::from_secs(90), |r| r.values().all(|r| r.state == 4)).await;
+    assert!(worker.try_wait().unwrap().is_none(), "the worker kept running");
+    let log = std::fs::read_to_string(dir.join("worker.log")).unwrap();
+    assert!(log.contains("reconnected to the broker"), "{log}");
+    let db = celerity_db::Db::new(celerity_db::DbConfig::new(tdb.url())).unwrap();
+    for id in &trace_ids {
+        assert_eq!(done[id].invoke_count, polls as i32 + 1, "{id}");
+        let key = id.clone();
+        let attempts = db.blocking(move |c| celerity_db::repo::attempts(c, &key)).unwrap();
+        assert_eq!(attempts.len(), polls as usize, "{id}: one attempt per poll");
+    }
+    println!(
+        "{polled_at_cut} polls before the cut; all schedules done {:.1} s after it",
+        cut_at.elapsed().as_secs_f64()
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

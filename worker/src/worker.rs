@@ -1,14 +1,20 @@
 //! `run(config, shutdown)`: consume until `shutdown` resolves, then stop
 //! taking deliveries, let in-flight polls finish within the grace period,
-//! hand the rest back and close.
+//! hand the rest back and close. A lost broker connection is not the end:
+//! the worker reconnects with backoff, declares its topology again and
+//! resumes; what was in flight is redelivered by the broker, and the guarded
+//! update makes that harmless.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use celerity_db::{Db, DbError, repo};
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -19,15 +25,29 @@ use crate::context::Ctx;
 use crate::dispatch;
 use crate::plugin::Registry;
 
+/// Heartbeat asked of the broker when the URL names none: a dead connection
+/// is noticed within two intervals.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+
 /// Why the worker stopped other than by a shutdown signal.
 #[derive(Debug, Error)]
 pub enum WorkerError {
-    /// The broker failed (unreachable at start-up, topology refused, connection lost).
+    /// The broker failed (unreachable at start-up, topology refused).
     #[error(transparent)]
     Broker(#[from] BrokerError),
     /// The database configuration cannot work.
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// How a session with the broker ended.
+enum SessionEnd {
+    /// Shutdown was requested and done.
+    Shutdown,
+    /// The connection broke; reconnect.
+    Lost(String),
 }
 
 /// Runs a worker with the built-in plugins.
@@ -46,15 +66,126 @@ pub async fn run_with(
     if let Err(e) = db.call(repo::ping).await {
         tracing::warn!(error = %e, "database not reachable at start-up; polls will retry until it is");
     }
-    let conn = broker::connect(&config.broker_url, config.broker_wait).await?;
+    let url = with_heartbeat(&config.broker_url);
+    let mut conn = broker::connect(&url, config.broker_wait).await?;
+    tokio::pin!(shutdown);
+    loop {
+        match session(&config, &db, &registry, &conn, &mut shutdown).await? {
+            SessionEnd::Shutdown => {
+                let _ = conn.close(200, "worker stopping".into()).await;
+                tracing::info!("worker stopped");
+                return Ok(());
+            }
+            SessionEnd::Lost(reason) => tracing::warn!(%reason, "broker connection lost; reconnecting"),
+        }
+        let mut delay = Duration::from_millis(200);
+        conn = loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("worker stopped while reconnecting");
+                    return Ok(());
+                }
+                connected = Connection::connect(&url, lapin::ConnectionProperties::default()) => match connected {
+                    Ok(conn) => break conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?delay, "reconnect failed; trying again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                    }
+                },
+            }
+        };
+        tracing::info!("reconnected to the broker");
+    }
+}
+
+/// The URL with `heartbeat=` added when it has none.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={DEFAULT_HEARTBEAT_SECS}")
+    } else {
+        format!("{url}?heartbeat={DEFAULT_HEARTBEAT_SECS}")
+    }
+}
+
+/// Consumes on one connection until shutdown or until the connection breaks.
+async fn session<F: Future<Output = ()>>(
+    config: &WorkerConfig,
+    db: &Db,
+    registry: &Registry,
+    conn: &Connection,
+    shutdown: &mut Pin<&mut F>,
+) -> Result<SessionEnd, WorkerError> {
     let consume = conn.create_channel().await.map_err(BrokerError::from)?;
     broker::declare_topology(&consume, &config.queues, config.queue_type).await?;
     let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     // Concurrency for running polls, plus room for deliveries waiting on their eta.
     let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX).saturating_add(config.eta_hold);
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
+    let (mut rx, tags) = start_consumers(config, &consume, prefetch).await?;
+    tracing::info!(queues = ?config.queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
 
-    let (tx, mut rx) = mpsc::channel(usize::from(prefetch.max(1)));
+    let ctx = Arc::new(Ctx {
+        db: db.clone(),
+        publisher,
+        registry: registry.clone(),
+        origin: format!("{}@{}", std::process::id(), config.hostname),
+        reply_to: uuid::Uuid::new_v4().to_string(),
+        config: config.clone(),
+    });
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => {
+                tracing::info!("shutdown requested");
+                break SessionEnd::Shutdown;
+            }
+            delivery = rx.recv() => match delivery {
+                Some(Ok(delivery)) => {
+                    tasks.spawn(dispatch::handle(ctx.clone(), delivery, permits.clone(), stop_rx.clone()));
+                }
+                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                None => break SessionEnd::Lost("the broker closed the consumers".into()),
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "delivery handler panicked; its message will be redelivered");
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    drop(rx);
+    match end {
+        SessionEnd::Shutdown => {
+            // Stop taking deliveries; those not yet running stay unacked and go back.
+            for tag in &tags {
+                let _ = consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            }
+            drain(&mut tasks, config.shutdown_grace).await;
+            let _ = consume.close(200, "worker stopping".into()).await;
+        }
+        SessionEnd::Lost(_) => {
+            // Nothing in flight can be acked on a dead connection: the broker
+            // redelivers it all, so stop the handlers now and move on.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    Ok(end)
+}
+
+/// One consumer per queue, all feeding one channel of deliveries.
+async fn start_consumers(
+    config: &WorkerConfig,
+    consume: &Channel,
+    prefetch: u16,
+) -> Result<(mpsc::Receiver<lapin::Result<lapin::message::Delivery>>, Vec<String>), WorkerError> {
+    let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
     let mut tags = Vec::new();
     for queue in &config.queues {
         let tag = format!("{}.{queue}", config.hostname);
@@ -77,56 +208,12 @@ pub async fn run_with(
             }
         });
     }
-    drop(tx);
-    tracing::info!(queues = ?config.queues, concurrency = config.concurrency, hostname = %config.hostname, "worker started");
+    Ok((rx, tags))
+}
 
-    let grace = config.shutdown_grace;
-    let ctx = Arc::new(Ctx {
-        db,
-        publisher,
-        registry,
-        origin: format!("{}@{}", std::process::id(), config.hostname),
-        reply_to: uuid::Uuid::new_v4().to_string(),
-        config,
-    });
-    let permits = Arc::new(Semaphore::new(ctx.config.concurrency));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let mut outcome = Ok(());
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("shutdown requested");
-                break;
-            }
-            delivery = rx.recv() => match delivery {
-                Some(Ok(delivery)) => {
-                    tasks.spawn(dispatch::handle(ctx.clone(), delivery, permits.clone(), stop_rx.clone()));
-                }
-                Some(Err(e)) => {
-                    outcome = Err(WorkerError::Broker(e.into()));
-                    break;
-                }
-                None => {
-                    outcome = Err(WorkerError::Broker(BrokerError::Nacked("consumers: the broker closed them".into())));
-                    break;
-                }
-            },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Err(e) = joined {
-                    tracing::error!(error = %e, "delivery handler panicked; its message will be redelivered");
-                }
-            }
-        }
-    }
-
-    // Stop taking deliveries; those not yet running stay unacked and go back.
-    for tag in &tags {
-        let _ = consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-    }
-    let _ = stop_tx.send(true);
-    drop(rx);
+/// Waits for in-flight handlers up to `grace`, then stops the rest (their
+/// messages stay unacked and go back to the broker).
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration) {
     let drained = tokio::time::timeout(grace, async {
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = joined {
@@ -140,8 +227,4 @@ pub async fn run_with(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    let _ = consume.close(200, "worker stopping".into()).await;
-    let _ = conn.close(200, "worker stopping".into()).await;
-    tracing::info!("worker stopped");
-    outcome
 }
