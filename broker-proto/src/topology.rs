@@ -24,6 +24,12 @@ pub const CALLBACK_TASK: &str = "bk_plugin_framework.runtime.callback.celery.tas
 /// Deletes finished schedules (daily beat task, no arguments).
 pub const DELETE_TASK: &str = "bk_plugin_framework.runtime.schedule.celery.tasks.delete_expired_schedule";
 
+/// Celerity's own queue for the next polls it sends: a plain durable queue
+/// without priority levels, which costs the broker a fraction of what the
+/// framework's `x-max-priority = 255` queue does. Only the producers' first
+/// message of a schedule goes through `plugin_schedule`.
+pub const NEXT_POLL_QUEUE: &str = "celerity.schedule";
+
 /// One of the framework's queues and the task its producers send to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {

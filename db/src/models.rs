@@ -191,4 +191,6 @@ pub struct Attempt {
     pub hostname: String,
     /// When the next poll it enqueued is due, if it kept polling.
     pub next_poll_at: Option<NaiveDateTime>,
+    /// The id of the task message that ran it.
+    pub task_id: Option<String>,
 }

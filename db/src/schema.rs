@@ -39,7 +39,23 @@ diesel::table! {
         error -> Longtext,
         hostname -> Varchar,
         next_poll_at -> Nullable<Datetime>,
+        task_id -> Nullable<Varchar>,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(schedule_schedule, celerity_schedule_retry, celerity_attempt);
+diesel::table! {
+    /// The sweeper's record of re-enqueued schedules.
+    celerity_sweep (trace_id) {
+        trace_id -> Varchar,
+        invoke_count -> Integer,
+        swept_at -> Datetime,
+        sweeps -> Integer,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    schedule_schedule,
+    celerity_schedule_retry,
+    celerity_attempt,
+    celerity_sweep
+);

@@ -10,6 +10,8 @@ ensure_packages() {
     command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || missing+=(rabbitmq-server)
     dpkg -s libmariadb-dev >/dev/null 2>&1 || missing+=(libmariadb-dev)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # The TLS tests make their certificates with the openssl command.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"

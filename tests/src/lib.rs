@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection, ConnectionProperties};
 
+pub mod ledger;
+pub mod private_rabbitmq;
+pub mod procfs;
+pub mod tls;
+pub mod workload;
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
@@ -66,13 +72,24 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.name]).stdout(Stdio::null()).status();
+        // Bounded: a test must not hang on its clean-up.
+        let _ = Command::new("timeout")
+            .args([RABBITMQCTL_TIMEOUT, "rabbitmqctl", "delete_vhost", &self.name])
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
+/// Seconds any one `rabbitmqctl` call may take before the harness gives up on it.
+const RABBITMQCTL_TIMEOUT: &str = "60";
+
 fn rabbitmqctl(args: &[&str]) {
-    let out =
-        Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs (is rabbitmq-server installed?)");
+    let out = Command::new("timeout")
+        .arg(RABBITMQCTL_TIMEOUT)
+        .arg("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs (is rabbitmq-server installed?)");
     assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -255,6 +272,11 @@ impl TestDatabase {
         format!("{}/{}", self.base, self.name)
     }
 
+    /// A pooled handle on it, for the repository's functions.
+    pub fn handle(&self) -> celerity_db::Db {
+        celerity_db::Db::new(celerity_db::DbConfig::new(self.url())).expect("db handle")
+    }
+
     /// A direct connection to it (not pooled).
     pub fn connect(&self) -> diesel::MysqlConnection {
         use diesel::Connection;
@@ -291,13 +313,18 @@ pub fn free_port() -> u16 {
 pub struct PrivateMariadb {
     dir: PathBuf,
     port: u16,
+    extra: Vec<String>,
     server: Option<Child>,
 }
 
 impl PrivateMariadb {
     /// Initialises a data directory and starts the server; waits until it answers.
     pub fn start() -> PrivateMariadb {
-        let dir = temp_dir();
+        PrivateMariadb::start_in(temp_dir(), Vec::new())
+    }
+
+    /// The same in `dir`, with extra server options.
+    pub fn start_in(dir: PathBuf, extra: Vec<String>) -> PrivateMariadb {
         let data = dir.join("data");
         // A temp directory of its own: concurrent bootstraps in /tmp collide.
         std::fs::create_dir_all(dir.join("tmp")).expect("tmp dir");
@@ -312,12 +339,13 @@ impl PrivateMariadb {
         assert!(install.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&install.stderr));
         let chown = Command::new("chown").args(["-R", "mysql:mysql"]).arg(&dir).status().expect("chown");
         assert!(chown.success(), "chown of the private data directory failed");
-        let mut server = PrivateMariadb { dir, port: free_port(), server: None };
+        let mut server = PrivateMariadb { dir, port: free_port(), extra, server: None };
         server.launch();
         server
     }
 
-    fn launch(&mut self) {
+    /// Starts the server on its port and data; waits until it answers.
+    pub fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.join("server.log")).expect("server log");
         let child = Command::new("/usr/sbin/mariadbd")
             .arg("--no-defaults")
@@ -328,6 +356,7 @@ impl PrivateMariadb {
             .arg(format!("--datadir={}", self.dir.join("data").display()))
             .arg(format!("--socket={}", self.dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", self.dir.join("mysqld.pid").display()))
+            .args(&self.extra)
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
@@ -400,6 +429,7 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
     use celerity::retry::RetryPolicy;
     WorkerConfig {
         broker_url: broker_url.to_owned(),
+        broker_ca_pem: None,
         db: celerity_db::DbConfig {
             pool_size: 8,
             checkout_timeout: Duration::from_millis(500),
@@ -408,6 +438,7 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
             ..celerity_db::DbConfig::new(database_url)
         },
         queues: ["plugin_schedule", "plugin_callback", "schedule_delete"].map(String::from).to_vec(),
+        next_poll_queue: broker_proto::topology::NEXT_POLL_QUEUE.into(),
         concurrency: 4,
         eta_hold: 100,
         // Below the 1 s retry countdowns of the tests, so those go through the delay queues.
@@ -422,6 +453,8 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
         broker_wait: Duration::from_secs(10),
         delete_after_days: 30,
         delete_batch: 100,
+        sweep_interval: None,
+        sweep: celerity::sweep::SweepSettings { margin: Duration::from_secs(300), batch: 1000 },
     }
 }
 
@@ -441,12 +474,17 @@ impl InProcessWorker {
         InProcessWorker { stop: Some(stop), handle: Some(handle) }
     }
 
-    /// Signals shutdown and waits for the worker to return.
+    /// Signals shutdown and waits for the worker to return; a worker that
+    /// does not stop within a minute fails the test.
     pub async fn stop(mut self) -> Result<(), celerity::worker::WorkerError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.handle.take().expect("running").await.expect("worker task")
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("the worker did not stop within 60 s of being asked")
+            .expect("worker task")
     }
 }
 

@@ -59,6 +59,7 @@ fn attempt(trace_id: &str, n: i32, outcome: &str, now: NaiveDateTime) -> Attempt
         error: String::new(),
         hostname: "test@host".into(),
         next_poll_at: None,
+        task_id: None,
     }
 }
 
@@ -67,11 +68,11 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     let tdb = TestDatabase::create();
     let db = Db::new(DbConfig::new(tdb.url())).unwrap();
     let ran = db.blocking(migrate::run).unwrap();
-    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_eq!(ran.len(), 3, "{ran:?}");
     assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
     let mut conn = tdb.connect();
     assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
-    for table in ["celerity_schedule_retry", "celerity_attempt"] {
+    for table in ["celerity_schedule_retry", "celerity_attempt", "celerity_sweep"] {
         assert!(show_create(&mut conn, table).contains(table));
     }
 }

@@ -55,6 +55,7 @@ fn status_shows_each_state_retrying_included() {
         error: String::new(),
         hostname: "celerity@a".into(),
         next_poll_at: Some(now),
+        task_id: Some("task-1".into()),
     };
     db.blocking(move |c| repo::append_attempt(c, &attempt)).unwrap();
 

@@ -39,6 +39,7 @@ async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
     // where a real Python Celery worker takes it.
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.queues = vec!["celerity_in".into()];
+    config.next_poll_queue = topology::SCHEDULE_QUEUE.name.into();
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let dir = temp_dir();
     let out = dir.join("ran.jsonl");
@@ -132,15 +133,16 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
     assert!(status.success(), "exit status {status:?}; log:\n{log}");
     assert!(log.contains("shutdown requested") && log.contains("worker stopped"), "{log}");
 
-    // Every schedule still polling has exactly one message waiting for it.
+    // Every schedule still polling has exactly one message waiting for it,
+    // on the framework's queue or on Celerity's next-poll queue.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut waiting = std::collections::BTreeMap::new();
-    while let Some(got) =
-        ch.basic_get(topology::SCHEDULE_QUEUE.name.into(), BasicGetOptions { no_ack: true }).await.unwrap()
-    {
-        let props = celerity::amqp::properties_of(&got.delivery.properties);
-        let m = broker_proto::decode(&props, &got.delivery.data, &Default::default()).unwrap();
-        *waiting.entry(m.kwarg_str("trace_id").unwrap().to_owned()).or_insert(0) += 1;
+    for queue in [topology::SCHEDULE_QUEUE.name, topology::NEXT_POLL_QUEUE] {
+        while let Some(got) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            let props = celerity::amqp::properties_of(&got.delivery.properties);
+            let m = broker_proto::decode(&props, &got.delivery.data, &Default::default()).unwrap();
+            *waiting.entry(m.kwarg_str("trace_id").unwrap().to_owned()).or_insert(0) += 1;
+        }
     }
     let final_rows = rows(&tdb);
     for id in &trace_ids {
@@ -153,7 +155,7 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
 #[test]
 fn bad_configuration_exits_non_zero_with_one_clear_line() {
     for (args, says) in [
-        (vec!["--broker-url", "http://nope"], "--broker-url must be an amqp:// URL"),
+        (vec!["--broker-url", "http://nope"], "--broker-url must be an amqp:// or amqps:// URL"),
         (vec!["--database-url", "postgres://x"], "--database-url must be a mysql:// URL"),
         (vec!["--db-time-zone", "Mars/Base"], "not an IANA zone"),
         (vec!["--concurrency", "0"], "--concurrency must be at least 1"),
@@ -169,9 +171,11 @@ fn bad_configuration_exits_non_zero_with_one_clear_line() {
 #[test]
 fn unreachable_broker_fails_after_a_bounded_wait() {
     let url = format!("amqp://guest:secretpw@127.0.0.1:{}/%2f", free_port());
+    let tdb = migrated_database();
     let started = Instant::now();
     let out = Command::new(celerity_bin())
         .args(["worker", "--broker-url", &url, "--broker-wait", "2", "--log-format", "json"])
+        .args(["--database-url", &tdb.url()])
         .env("RUST_LOG", "off")
         .output()
         .unwrap();

@@ -7,8 +7,8 @@ use broker_proto::{AMQPValue, FieldTable, TaskMessage, delay, encode, topology};
 use chrono::{DateTime, FixedOffset, Utc};
 use lapin::Confirmation;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use thiserror::Error;
@@ -61,16 +61,53 @@ pub enum BrokerError {
     Property(#[from] PropertyTooLong),
 }
 
+/// Where the broker is and which certificate authorities to trust beyond
+/// the system's, for `amqps://`. Debug output never shows the password.
+#[derive(Clone)]
+pub struct BrokerAddr {
+    /// `amqp://` or `amqps://` URL.
+    pub url: String,
+    /// PEM certificates of extra authorities (`--broker-ca-file`).
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for BrokerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerAddr")
+            .field("url", &celerity_db::redact_url(&self.url))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<PEM>"))
+            .finish()
+    }
+}
+
+impl BrokerAddr {
+    /// A broker trusted through the system's authorities only.
+    pub fn new(url: impl Into<String>) -> BrokerAddr {
+        BrokerAddr { url: url.into(), ca_pem: None }
+    }
+
+    /// One connection attempt.
+    pub async fn open(&self) -> lapin::Result<Connection> {
+        let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
+        lapin::DefaultConnectionBuilder::new()?
+            .with_uri_str(self.url.clone())
+            .with_properties(ConnectionProperties::default())
+            .with_tls_config(tls)
+            .connect()
+            .await
+    }
+}
+
 /// Connects, retrying until `wait` has passed.
-pub async fn connect(url: &str, wait: Duration) -> Result<Connection, BrokerError> {
+pub async fn connect(addr: &BrokerAddr, wait: Duration) -> Result<Connection, BrokerError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match Connection::connect(url, ConnectionProperties::default()).await {
+        match addr.open().await {
             Ok(conn) => return Ok(conn),
             Err(source) if started.elapsed() >= wait => {
                 return Err(BrokerError::Unreachable {
-                    url: celerity_db::redact_url(url),
+                    url: celerity_db::redact_url(&addr.url),
                     waited: started.elapsed(),
                     source,
                 });
@@ -104,7 +141,51 @@ pub async fn declare_topology(channel: &Channel, queues: &[String], queue_type: 
         }
     }
     declare_queue(channel, DEAD_LETTER_QUEUE, type_args(queue_type)).await?;
-    declare_delay_topology(channel, &destinations, queue_type).await
+    declare_delay_topology(channel, &destinations, queue_type).await?;
+    if destinations.contains(&topology::NEXT_POLL_QUEUE) {
+        // A hand-back left countdowns due for Celerity's queue routed to the
+        // framework's; with a Celerity worker back they come home again.
+        channel
+            .queue_unbind(
+                topology::SCHEDULE_QUEUE.name.into(),
+                delay::DELIVERY_EXCHANGE.into(),
+                delay::delivery_binding(topology::NEXT_POLL_QUEUE).as_str().into(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Hands the next polls waiting in Celerity's queue back to the framework's,
+/// for Python workers after Celerity's are stopped (a rollback): countdowns
+/// still in the delay queues are routed to `plugin_schedule` from now on, and
+/// every message ready in `celerity.schedule` is moved there (published with
+/// confirms, then acked). Returns how many were moved. A Celerity worker
+/// started later routes countdowns back to its own queue.
+pub async fn hand_back(channel: &Channel, publisher: &Publisher) -> Result<u64, BrokerError> {
+    let (own, framework) = (topology::NEXT_POLL_QUEUE, topology::SCHEDULE_QUEUE.name);
+    let binding = delay::delivery_binding(own);
+    channel
+        .queue_bind(
+            framework.into(),
+            delay::DELIVERY_EXCHANGE.into(),
+            binding.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_unbind(own.into(), delay::DELIVERY_EXCHANGE.into(), binding.as_str().into(), FieldTable::default())
+        .await?;
+    let mut moved = 0;
+    while let Some(got) = channel.basic_get(own.into(), BasicGetOptions { no_ack: false }).await? {
+        let delivery = got.delivery;
+        publisher.publish(topology::DEFAULT_EXCHANGE, framework, &delivery.data, delivery.properties.clone()).await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// Declares `name` as the framework declares its queues (durable,

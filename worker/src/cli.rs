@@ -7,8 +7,10 @@ use std::time::Duration;
 use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DbConfig, Tz};
 use clap::{Args, Parser, Subcommand};
 
+use crate::broker::BrokerAddr;
 use crate::config::{self, LogFormat, QueueType, WorkerConfig};
 use crate::retry::{self, RetryPolicy};
+use crate::sweep::SweepSettings;
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
 #[derive(Debug, Parser)]
@@ -28,6 +30,84 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Show a schedule (POLL, CALLBACK, RETRYING, SUCCESS, FAIL, attempts), or counts by state.
     Status(StatusArgs),
+    /// Re-enqueue schedules stranded in POLL with no sign of life for longer than the margin.
+    Sweep(SweepArgs),
+    /// Roll back to Python workers: move next polls from celerity.schedule to plugin_schedule.
+    HandBack(HandBackArgs),
+}
+
+/// `celerity hand-back`.
+#[derive(Debug, Args)]
+pub struct HandBackArgs {
+    /// The broker.
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+}
+
+/// How to reach the broker: shared by `worker`, `sweep` and `hand-back`.
+#[derive(Debug, Args)]
+pub struct BrokerFlags {
+    /// The RabbitMQ (amqp:// or amqps://).
+    #[arg(long, env = "CELERITY_BROKER_URL", default_value = DEFAULT_BROKER_URL)]
+    pub broker_url: String,
+    /// PEM file of certificate authorities to trust for amqps:// beyond the system's.
+    #[arg(long, env = "CELERITY_BROKER_CA_FILE")]
+    pub broker_ca_file: Option<std::path::PathBuf>,
+    /// Seconds to wait for the broker (at start-up, for the worker).
+    #[arg(long, env = "CELERITY_BROKER_WAIT", default_value_t = Secs(config::DEFAULT_BROKER_WAIT))]
+    pub broker_wait: Secs,
+}
+
+impl BrokerFlags {
+    /// Checks the URL and reads the CA file, once; errors never show the password.
+    pub fn addr(&self) -> Result<BrokerAddr, String> {
+        check_broker_url(&self.broker_url)?;
+        Ok(BrokerAddr { url: self.broker_url.clone(), ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
+    }
+}
+
+/// `celerity sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The broker the re-enqueued polls are published to.
+    #[command(flatten)]
+    pub broker: BrokerFlags,
+    /// The database.
+    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// IANA zone of the tables' naive datetimes.
+    #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
+    pub db_time_zone: String,
+    /// What counts as stranded and how many at most.
+    #[command(flatten)]
+    pub sweep: SweepFlags,
+    /// List the stranded schedules without re-enqueueing them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The sweep settings shared by `celerity worker` and `celerity sweep`.
+#[derive(Debug, Args)]
+pub struct SweepFlags {
+    /// Seconds a schedule in POLL may show no sign of life before it counts as stranded.
+    #[arg(long, env = "CELERITY_SWEEP_MARGIN", default_value_t = Secs(config::DEFAULT_SWEEP_MARGIN))]
+    pub sweep_margin: Secs,
+    /// Most schedules re-enqueued per round.
+    #[arg(long, env = "CELERITY_SWEEP_BATCH", default_value_t = config::DEFAULT_SWEEP_BATCH)]
+    pub sweep_batch: i64,
+}
+
+impl SweepFlags {
+    /// Checks the flags.
+    pub fn settings(&self) -> Result<SweepSettings, String> {
+        if self.sweep_batch < 1 {
+            return Err("--sweep-batch must be at least 1".into());
+        }
+        Ok(SweepSettings { margin: self.sweep_margin.0, batch: self.sweep_batch })
+    }
 }
 
 /// `celerity status`.
@@ -63,9 +143,9 @@ pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/celerity";
 /// `celerity worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The RabbitMQ to consume from.
-    #[arg(long, env = "CELERITY_BROKER_URL", default_value = DEFAULT_BROKER_URL)]
-    pub broker_url: String,
+    /// The broker to consume from.
+    #[command(flatten)]
+    pub broker: BrokerFlags,
     /// The MySQL/MariaDB holding schedule_schedule.
     #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
@@ -80,6 +160,10 @@ pub struct WorkerArgs {
     /// Polls running at once.
     #[arg(long, env = "CELERITY_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Queue for the next polls this worker sends (consumed with plugin_schedule); plugin_schedule keeps them
+    /// where Python workers read them.
+    #[arg(long, env = "CELERITY_NEXT_POLL_QUEUE", default_value = broker_proto::topology::NEXT_POLL_QUEUE)]
+    pub next_poll_queue: String,
     /// Worker name, shown in the attempt log (default celerity@<host name>).
     #[arg(long, env = "CELERITY_HOSTNAME")]
     pub hostname: Option<String>,
@@ -128,15 +212,18 @@ pub struct WorkerArgs {
     /// Seconds in-flight polls may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "CELERITY_SHUTDOWN_GRACE", default_value_t = Secs(config::DEFAULT_SHUTDOWN_GRACE))]
     pub shutdown_grace: Secs,
-    /// Seconds to wait for the broker at start-up.
-    #[arg(long, env = "CELERITY_BROKER_WAIT", default_value_t = Secs(config::DEFAULT_BROKER_WAIT))]
-    pub broker_wait: Secs,
     /// delete_expired_schedule removes schedules finished more than this many days ago.
     #[arg(long, env = "CELERITY_DELETE_AFTER_DAYS", default_value_t = config::DEFAULT_DELETE_AFTER_DAYS)]
     pub delete_after_days: u32,
     /// Rows per delete transaction.
     #[arg(long, env = "CELERITY_DELETE_BATCH", default_value_t = config::DEFAULT_DELETE_BATCH)]
     pub delete_batch: i64,
+    /// Seconds between sweep rounds (0 turns this worker's sweeper off).
+    #[arg(long, env = "CELERITY_SWEEP_INTERVAL", default_value_t = Secs(config::DEFAULT_SWEEP_INTERVAL))]
+    pub sweep_interval: Secs,
+    /// What counts as stranded and how many per round.
+    #[command(flatten)]
+    pub sweep: SweepFlags,
 }
 
 /// A duration given in seconds on the command line, possibly fractional (`0.2`).
@@ -161,31 +248,16 @@ impl std::str::FromStr for Secs {
 impl WorkerArgs {
     /// Checks the flags and builds the worker's configuration.
     pub fn into_config(self) -> Result<WorkerConfig, String> {
-        if !self.broker_url.starts_with("amqp://") {
-            return Err(format!(
-                "--broker-url must be an amqp:// URL, got {}",
-                celerity_db::redact_url(&self.broker_url)
-            ));
-        }
-        self.broker_url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-            format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(&self.broker_url))
-        })?;
-        if !self.database_url.starts_with("mysql://") {
-            return Err(format!(
-                "--database-url must be a mysql:// URL, got {}",
-                celerity_db::redact_url(&self.database_url)
-            ));
-        }
+        let broker = self.broker.addr()?;
+        check_database_url(&self.database_url)?;
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
         if self.queues.iter().any(|q| q.trim().is_empty()) {
             return Err("--queues has an empty queue name".into());
         }
-        let time_zone: Tz = self
-            .db_time_zone
-            .parse()
-            .map_err(|_| format!("--db-time-zone {:?} is not an IANA zone name", self.db_time_zone))?;
+        let time_zone = parse_zone(&self.db_time_zone)?;
+        let sweep = self.sweep.settings()?;
         let pool_size = self.db_pool_size.unwrap_or(self.concurrency as u32 + 4);
         if (pool_size as usize) < self.concurrency {
             return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
@@ -193,7 +265,8 @@ impl WorkerArgs {
         let hostname =
             self.hostname.unwrap_or_else(|| format!("celerity@{}", gethostname::gethostname().to_string_lossy()));
         Ok(WorkerConfig {
-            broker_url: self.broker_url,
+            broker_url: broker.url,
+            broker_ca_pem: broker.ca_pem,
             db: DbConfig {
                 pool_size,
                 checkout_timeout: self.db_checkout_timeout.0,
@@ -203,6 +276,7 @@ impl WorkerArgs {
                 ..DbConfig::new(self.database_url)
             },
             queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
+            next_poll_queue: self.next_poll_queue,
             concurrency: self.concurrency,
             eta_hold: self.eta_hold,
             eta_window: self.eta_window.0,
@@ -213,9 +287,45 @@ impl WorkerArgs {
             log_format: self.log_format,
             retry: RetryPolicy { base: self.retry_base.0, max: self.retry_max.0, max_retries: self.max_retries },
             shutdown_grace: self.shutdown_grace.0,
-            broker_wait: self.broker_wait.0,
+            broker_wait: self.broker.broker_wait.0,
             delete_after_days: self.delete_after_days,
             delete_batch: self.delete_batch,
+            sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
+            sweep,
         })
     }
+}
+
+/// An IANA zone name for `--db-time-zone`.
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    name.parse().map_err(|_| format!("--db-time-zone {name:?} is not an IANA zone name"))
+}
+
+/// Reads `--broker-ca-file`, once, at start-up.
+pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("--broker-ca-file {} cannot be read: {e}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("--broker-ca-file {} holds no PEM certificate", path.display()));
+    }
+    Ok(Some(pem))
+}
+
+/// Checks a `--broker-url`; errors never show the password.
+pub fn check_broker_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+        return Err(format!("--broker-url must be an amqp:// or amqps:// URL, got {}", celerity_db::redact_url(url)));
+    }
+    url.parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(url)))?;
+    Ok(())
+}
+
+/// Checks a `--database-url`; errors never show the password.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("mysql://") {
+        return Err(format!("--database-url must be a mysql:// URL, got {}", celerity_db::redact_url(url)));
+    }
+    Ok(())
 }

@@ -28,6 +28,15 @@ pub const DEFAULT_DELETE_AFTER_DAYS: u32 = 30;
 /// Rows deleted per transaction by `delete_expired_schedule`.
 pub const DEFAULT_DELETE_BATCH: i64 = 500;
 
+/// How often a worker tries a sweep round (one worker at a time wins it).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// A schedule in POLL with no sign of life for this long counts as stranded.
+/// Longer than any queue backlog a healthy deployment sees, so a message that
+/// is only late is rarely doubled (and a doubled one is dropped as stale).
+pub const DEFAULT_SWEEP_MARGIN: Duration = Duration::from_secs(300);
+/// Schedules re-enqueued per sweep round at most.
+pub const DEFAULT_SWEEP_BATCH: i64 = 1000;
+
 /// Which kind of queue to declare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum QueueType {
@@ -35,6 +44,19 @@ pub enum QueueType {
     Classic,
     /// Quorum queues (`x-queue-type = quorum`), replicated across a cluster.
     Quorum,
+}
+
+impl WorkerConfig {
+    /// The queues consumed: those asked for, plus the next-poll queue when
+    /// this worker polls schedules and it is not among them.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        let mut queues = self.queues.clone();
+        let polls = queues.iter().any(|q| q == broker_proto::topology::SCHEDULE_QUEUE.name);
+        if polls && !queues.contains(&self.next_poll_queue) {
+            queues.push(self.next_poll_queue.clone());
+        }
+        queues
+    }
 }
 
 /// How log lines are written.
@@ -49,12 +71,19 @@ pub enum LogFormat {
 /// Everything `celerity worker` needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// `amqp://user:pass@host:port/vhost`.
+    /// `amqp://` or `amqps://user:pass@host:port/vhost`.
     pub broker_url: String,
+    /// Extra certificate authorities (PEM) trusted for `amqps://`, read once
+    /// at start-up from `--broker-ca-file`.
+    pub broker_ca_pem: Option<String>,
     /// The database and its pool.
     pub db: DbConfig,
     /// Queues to consume.
     pub queues: Vec<String>,
+    /// Where this worker sends the next polls it causes: Celerity's own
+    /// queue (default), or `plugin_schedule` to keep them where Python
+    /// workers read them.
+    pub next_poll_queue: String,
     /// Polls at once.
     pub concurrency: usize,
     /// Extra prefetch for deliveries due within the eta window.
@@ -82,4 +111,8 @@ pub struct WorkerConfig {
     pub delete_after_days: u32,
     /// Rows per delete transaction.
     pub delete_batch: i64,
+    /// Time between sweep rounds; `None` turns this worker's sweeper off.
+    pub sweep_interval: Option<Duration>,
+    /// What counts as stranded, and how many per round.
+    pub sweep: crate::sweep::SweepSettings,
 }

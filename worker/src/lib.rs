@@ -17,6 +17,7 @@ pub mod pyjson;
 pub mod retry;
 pub mod settle;
 pub mod status;
+pub mod sweep;
 pub mod tasks;
 pub mod telemetry;
 pub mod worker;

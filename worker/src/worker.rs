@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celerity_db::{Db, DbError, repo};
+use celerity_db::{Db, DbError};
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::broker::{self, BrokerError, Publisher};
+use crate::broker::{self, BrokerAddr, BrokerError, Publisher};
 use crate::config::WorkerConfig;
 use crate::context::Ctx;
 use crate::dispatch;
@@ -30,6 +30,10 @@ use crate::plugin::Registry;
 pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+
+/// How long a stopping worker waits for the broker to answer a cancel or a
+/// close: a broker that stopped answering must not keep the process alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the worker stopped other than by a shutdown signal.
 #[derive(Debug, Error)]
@@ -62,17 +66,27 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let db = Db::new(config.db.clone())?;
-    // A database that is down at start-up is a transient condition: polls retry.
-    if let Err(e) = db.call(repo::ping).await {
-        tracing::warn!(error = %e, "database not reachable at start-up; polls will retry until it is");
+    // A database that is down at start-up is a transient condition: polls
+    // retry. One that refuses the configuration (a wrong password, no such
+    // database) is bad configuration: every poll would fail.
+    let checked = db.clone();
+    let check = tokio::task::spawn_blocking(move || checked.check_connection());
+    match tokio::time::timeout(config.db.call_timeout, check).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) if !e.is_transient() => return Err(WorkerError::Db(e)),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "database not reachable at start-up; polls will retry until it is")
+        }
+        Ok(Err(join)) => panic!("database check panicked: {join}"),
+        Err(_) => tracing::warn!("database not answering at start-up; polls will retry until it does"),
     }
-    let url = with_heartbeat(&config.broker_url);
-    let mut conn = broker::connect(&url, config.broker_wait).await?;
+    let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
+    let mut conn = broker::connect(&addr, config.broker_wait).await?;
     tokio::pin!(shutdown);
     loop {
         match session(&config, &db, &registry, &conn, &mut shutdown).await? {
             SessionEnd::Shutdown => {
-                let _ = conn.close(200, "worker stopping".into()).await;
+                bounded("connection close", conn.close(200, "worker stopping".into())).await;
                 tracing::info!("worker stopped");
                 return Ok(());
             }
@@ -85,7 +99,7 @@ pub async fn run_with(
                     tracing::info!("worker stopped while reconnecting");
                     return Ok(());
                 }
-                connected = Connection::connect(&url, lapin::ConnectionProperties::default()) => match connected {
+                connected = addr.open() => match connected {
                     Ok(conn) => break conn,
                     Err(e) => {
                         tracing::warn!(error = %e, ?delay, "reconnect failed; trying again");
@@ -96,6 +110,16 @@ pub async fn run_with(
             }
         };
         tracing::info!("reconnected to the broker");
+    }
+}
+
+/// Runs one shutdown step against the broker, giving up after
+/// [`CLOSE_TIMEOUT`]; its outcome does not change what happens next.
+async fn bounded<T>(step: &str, fut: impl Future<Output = lapin::Result<T>>) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, fut).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(step, error = %e, "broker refused a shutdown step"),
+        Err(_) => tracing::warn!(step, "broker did not answer a shutdown step in time; going on"),
     }
 }
 
@@ -119,13 +143,18 @@ async fn session<F: Future<Output = ()>>(
     shutdown: &mut Pin<&mut F>,
 ) -> Result<SessionEnd, WorkerError> {
     let consume = conn.create_channel().await.map_err(BrokerError::from)?;
-    broker::declare_topology(&consume, &config.queues, config.queue_type).await?;
+    let queues = config.consumed_queues();
+    let mut declared = queues.clone();
+    if !declared.contains(&config.next_poll_queue) {
+        declared.push(config.next_poll_queue.clone());
+    }
+    broker::declare_topology(&consume, &declared, config.queue_type).await?;
     let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     // Concurrency for running polls, plus room for deliveries waiting on their eta.
     let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX).saturating_add(config.eta_hold);
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
-    let (mut rx, tags) = start_consumers(config, &consume, prefetch).await?;
-    tracing::info!(queues = ?config.queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
+    let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
+    tracing::info!(queues = ?queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
 
     let ctx = Arc::new(Ctx {
         db: db.clone(),
@@ -135,6 +164,7 @@ async fn session<F: Future<Output = ()>>(
         reply_to: uuid::Uuid::new_v4().to_string(),
         config: config.clone(),
     });
+    let sweeper = config.sweep_interval.map(|every| tokio::spawn(crate::sweep::periodically(ctx.clone(), every)));
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -160,14 +190,18 @@ async fn session<F: Future<Output = ()>>(
     };
     let _ = stop_tx.send(true);
     drop(rx);
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     match end {
         SessionEnd::Shutdown => {
             // Stop taking deliveries; those not yet running stay unacked and go back.
             for tag in &tags {
-                let _ = consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                bounded("consumer cancel", consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()))
+                    .await;
             }
             drain(&mut tasks, config.shutdown_grace).await;
-            let _ = consume.close(200, "worker stopping".into()).await;
+            bounded("channel close", consume.close(200, "worker stopping".into())).await;
         }
         SessionEnd::Lost(_) => {
             // Nothing in flight can be acked on a dead connection: the broker
@@ -182,12 +216,13 @@ async fn session<F: Future<Output = ()>>(
 /// One consumer per queue, all feeding one channel of deliveries.
 async fn start_consumers(
     config: &WorkerConfig,
+    queues: &[String],
     consume: &Channel,
     prefetch: u16,
 ) -> Result<(mpsc::Receiver<lapin::Result<lapin::message::Delivery>>, Vec<String>), WorkerError> {
     let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
     let mut tags = Vec::new();
-    for queue in &config.queues {
+    for queue in queues {
         let tag = format!("{}.{queue}", config.hostname);
         let mut consumer = consume
             .basic_consume(

@@ -19,12 +19,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{FieldTable, delay, topology};
+use celerity_tests::procfs::rss_kib;
+use celerity_tests::workload::{insert_rows, publish_first_polls};
 use celerity_tests::{
-    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, task_message, workspace_root,
+    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, workspace_root,
 };
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double};
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 
 struct Args {
     schedules: usize,
@@ -55,56 +57,6 @@ fn celerity_bin() -> PathBuf {
     }
     let release = workspace_root().join("target/release/celerity");
     if release.exists() { release } else { workspace_root().join("target/debug/celerity") }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn insert_rows(db: &TestDatabase, prefix: &str, n: usize, polls: i64, interval: u64) {
-    let mut conn = db.connect();
-    let data = format!(
-        r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
-    );
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|i| format!("('{prefix}{i:08}', '1.0.0', 2, 1, '{data}', UTC_TIMESTAMP(6), NULL, 0, '')"))
-            .collect();
-        diesel::sql_query(format!("INSERT INTO schedule_schedule VALUES {}", values.join(",")))
-            .execute(&mut conn)
-            .unwrap();
-    }
-}
-
-async fn publish_first_polls(ch: &lapin::Channel, prefix: &str, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
-        let mut confirms = Vec::with_capacity(chunk.len());
-        for i in chunk {
-            let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", &format!("{prefix}{i:08}"))]);
-            let out = broker_proto::encode(&m, chrono::Utc::now()).unwrap();
-            let props = celerity::amqp::basic_properties(&out.properties).unwrap();
-            confirms.push(
-                ch.basic_publish(
-                    "".into(),
-                    topology::SCHEDULE_QUEUE.name.into(),
-                    BasicPublishOptions::default(),
-                    &out.body,
-                    props,
-                )
-                .await
-                .unwrap(),
-            );
-        }
-        for c in confirms {
-            assert!(c.await.unwrap().is_ack());
-        }
-    }
 }
 
 async fn depth(ch: &lapin::Channel, queue: &str) -> u64 {

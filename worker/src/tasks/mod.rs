@@ -69,13 +69,23 @@ pub(crate) async fn poll(
         }
         Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
     };
-    if let Some(expected) = expected_invoke_count(msg)
-        && i64::from(row.invoke_count) != expected
+    if let Some(expected) = match expected_invoke_count(msg) {
+        Some(expected) => Some(expected),
+        None if !holds_lock && row.state == State::Poll.code() && row.invoke_count > 1 => {
+            match headerless_expectation(ctx, trace_id, row.invoke_count).await {
+                Ok(expected) => expected,
+                Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+            }
+        }
+        None => None,
+    } && i64::from(row.invoke_count) != expected
     {
-        if origin.redelivered && i64::from(row.invoke_count) == expected + 1 && row.state == State::Poll.code() {
-            // This message's earlier delivery committed its poll; the worker
-            // may have died before publishing the next one.
-            return republish_next_poll(ctx, origin, msg, trace_id, row.invoke_count).await;
+        if i64::from(row.invoke_count) == expected + 1 && row.state == State::Poll.code() {
+            match own_landed_poll(ctx, origin, msg, trace_id, row.invoke_count).await {
+                Ok(Some(landed)) => return republish_next_poll(ctx, trace_id, row.invoke_count, &landed).await,
+                Ok(None) => {}
+                Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+            }
         }
         tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
         return release(ctx, origin, msg, trace_id, holds_lock, Handled("stale")).await;
@@ -101,11 +111,24 @@ pub(crate) async fn poll(
         next_poll_at: decision
             .next_poll
             .map(|secs| ctx.db.now() + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
+        task_id: Some(msg.id.clone()),
     };
     let result = decision.result.clone();
     match ctx.db.call(move |c| repo::apply_poll(c, &result, Some(&attempt))).await {
         Ok(true) => {}
         Ok(false) => {
+            // The row moved on while this poll ran. If it was this message's
+            // own earlier try, whose commit landed late (a frozen server),
+            // nobody published the next poll yet.
+            if decision.next_poll.is_some() {
+                match own_landed_poll(ctx, origin, msg, trace_id, decision.result.invoke_count).await {
+                    Ok(Some(landed)) => {
+                        return republish_next_poll(ctx, trace_id, decision.result.invoke_count, &landed).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
+                }
+            }
             tracing::info!("another delivery polled this schedule first; dropped");
             return release(ctx, origin, msg, trace_id, holds_lock, Handled("stale")).await;
         }
@@ -114,7 +137,7 @@ pub(crate) async fn poll(
     tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
     if let Some(countdown) = decision.next_poll {
         let next = next_poll_message(ctx, trace_id, decision.result.invoke_count, countdown);
-        ctx.publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &next).await?;
+        ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
     }
     if let Some(info) = decision.plugin_callback {
         let posted =
@@ -126,26 +149,54 @@ pub(crate) async fn poll(
     Ok(Handled(state_label(decision.result.state)))
 }
 
-/// Publishes again the next poll of a poll that landed, due when the attempt
-/// log says it was. If the first publish did happen, the two copies expect the
-/// same invoke_count: one polls, the other is dropped as stale.
-async fn republish_next_poll(
+/// What a message without the invoke-count header may expect of a row in
+/// POLL past the producer's first poll. Such a message is the producer's
+/// first, or a Python worker's next poll. When Celerity's own attempt log
+/// holds the poll that made the row's current invoke_count, Celerity sent
+/// that poll's successor with the header, so this message is a duplicate or
+/// was late (a sweep stood in for it): it expected the count before.
+async fn headerless_expectation(ctx: &Ctx, trace_id: &str, invoke_count: i32) -> Result<Option<i64>, DbError> {
+    let id = trace_id.to_owned();
+    let landed = ctx.db.call(move |c| repo::attempt(c, &id, invoke_count)).await?;
+    Ok(landed.map(|_| i64::from(invoke_count) - 1))
+}
+
+/// The landed poll that made `invoke_count`, if it was this very message's
+/// earlier try (same task id) and the schedule still waits in POLL at that
+/// count: the message is a redelivery (a worker died) or a retry (the
+/// commit's answer was lost), and the next poll may never have been
+/// published. A fresh duplicate is not its own earlier try.
+async fn own_landed_poll(
     ctx: &Ctx,
     origin: &Origin,
     msg: &TaskMessage,
     trace_id: &str,
     invoke_count: i32,
-) -> Result<Handled, BrokerError> {
+) -> Result<Option<Attempt>, DbError> {
+    if !origin.redelivered && msg.retries == 0 {
+        return Ok(None);
+    }
     let id = trace_id.to_owned();
-    let attempt = match ctx.db.call(move |c| repo::attempt(c, &id, invoke_count)).await {
-        Ok(attempt) => attempt,
-        Err(e) => return on_db_error(ctx, origin, msg, Some(trace_id), e).await,
-    };
+    let (row, landed) = ctx.db.call(move |c| Ok((repo::load(c, &id)?, repo::attempt(c, &id, invoke_count)?))).await?;
+    let still_waiting = row.state == State::Poll.code() && row.invoke_count == invoke_count;
+    Ok(landed
+        .filter(|a| still_waiting && a.outcome == State::Poll.name() && a.task_id.as_deref() == Some(msg.id.as_str())))
+}
+
+/// Publishes again the next poll of a poll that landed, due when the attempt
+/// log says it was. If the first publish did happen, the two copies expect the
+/// same invoke_count: one polls, the other is dropped as stale.
+async fn republish_next_poll(
+    ctx: &Ctx,
+    trace_id: &str,
+    invoke_count: i32,
+    landed: &Attempt,
+) -> Result<Handled, BrokerError> {
     let now = ctx.db.now();
-    let countdown = attempt.and_then(|a| a.next_poll_at).map_or(0, |at| (at - now).num_seconds().max(0) as u64);
+    let countdown = landed.next_poll_at.map_or(0, |at| (at - now).num_seconds().max(0) as u64);
     let next = next_poll_message(ctx, trace_id, invoke_count, countdown);
-    ctx.publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &next).await?;
-    tracing::warn!(invoke_count, "redelivered poll had landed; its next poll is published again");
+    ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
+    tracing::warn!(invoke_count, "the poll of an earlier try had landed; its next poll is published again");
     Ok(Handled("next poll re-published"))
 }
 
@@ -181,8 +232,19 @@ async fn release(
 /// The next `schedule` message, as Python's `apply_async(kwargs={"trace_id": ...},
 /// countdown=interval, queue="plugin_schedule")` would send it.
 fn next_poll_message(ctx: &Ctx, trace_id: &str, invoke_count: i32, countdown: u64) -> TaskMessage {
-    let mut m =
-        new_task(ctx, topology::SCHEDULE_TASK, &[("trace_id", trace_id)], countdown.min(i64::MAX as u64) as i64);
+    schedule_message(&ctx.origin, &ctx.reply_to, trace_id, invoke_count, countdown)
+}
+
+/// A `schedule` message expecting the row at `invoke_count`, due in `countdown` seconds.
+pub fn schedule_message(
+    origin: &str,
+    reply_to: &str,
+    trace_id: &str,
+    invoke_count: i32,
+    countdown: u64,
+) -> TaskMessage {
+    let countdown = countdown.min(i64::MAX as u64) as i64;
+    let mut m = task_message(origin, reply_to, topology::SCHEDULE_TASK, &[("trace_id", trace_id)], countdown);
     m.extra_headers.insert(INVOKE_COUNT_HEADER.into(), AMQPValue::LongInt(invoke_count));
     m
 }
@@ -190,14 +252,18 @@ fn next_poll_message(ctx: &Ctx, trace_id: &str, invoke_count: i32, countdown: u6
 /// A new task with string kwargs, as Python's `apply_async(kwargs=...,
 /// countdown=...)` sends it from this worker.
 pub(crate) fn new_task(ctx: &Ctx, task: &str, kwargs: &[(&str, &str)], countdown_secs: i64) -> TaskMessage {
+    task_message(&ctx.origin, &ctx.reply_to, task, kwargs, countdown_secs)
+}
+
+fn task_message(origin: &str, reply_to: &str, task: &str, kwargs: &[(&str, &str)], countdown_secs: i64) -> TaskMessage {
     let mut m = TaskMessage::new(task, uuid::Uuid::new_v4().to_string());
     for (k, v) in kwargs {
         m.kwargs.insert((*k).to_owned(), Value::String((*v).to_owned()));
     }
     m.argsrepr = Some(repr::args_repr(&m.args));
     m.kwargsrepr = Some(repr::kwargs_repr(&m.kwargs));
-    m.origin = Some(ctx.origin.clone());
-    m.reply_to = Some(ctx.reply_to.clone());
+    m.origin = Some(origin.to_owned());
+    m.reply_to = Some(reply_to.to_owned());
     m.priority = Some(0);
     m.eta = eta_after(Utc::now(), chrono::Duration::seconds(countdown_secs));
     m

@@ -1,0 +1,50 @@
+//! Workloads for the benchmarks: schedules created the way the framework's
+//! producer creates them (a row at invoke_count 1, then a Celery message on
+//! `plugin_schedule`), in bulk.
+
+use broker_proto::topology;
+use diesel::prelude::*;
+use lapin::options::BasicPublishOptions;
+
+use crate::{TestDatabase, task_message};
+
+/// Inserts `n` schedules of the example plugin, trace ids `<prefix><i:08>`.
+pub fn insert_rows(db: &TestDatabase, prefix: &str, n: usize, polls: i64, interval: u64) {
+    let mut conn = db.connect();
+    let data = format!(
+        r#"{{"inputs": {{"polls": {polls}, "interval": {interval}}}, "context": {{"storage": {{"executions": 1}}, "outputs": {{}}, "data": {{}}}}, "outputs": {{}}}}"#
+    );
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("('{prefix}{i:08}', '1.0.0', 2, 1, '{data}', UTC_TIMESTAMP(6), NULL, 0, '')"))
+            .collect();
+        diesel::sql_query(format!("INSERT INTO schedule_schedule VALUES {}", values.join(",")))
+            .execute(&mut conn)
+            .unwrap();
+    }
+}
+
+/// Publishes the producer's first message of each, confirmed in batches.
+pub async fn publish_first_polls(ch: &lapin::Channel, prefix: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+        let mut confirms = Vec::with_capacity(chunk.len());
+        for i in chunk {
+            confirms.push(publish_schedule(ch, &format!("{prefix}{i:08}")).await);
+        }
+        for c in confirms {
+            assert!(c.await.unwrap().is_ack());
+        }
+    }
+}
+
+/// Publishes a `schedule` message for `trace_id` to `plugin_schedule`, as
+/// the framework's producer sends it; returns the pending confirm.
+pub async fn publish_schedule(ch: &lapin::Channel, trace_id: &str) -> lapin::PublisherConfirm {
+    let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)]);
+    let out = broker_proto::encode(&m, chrono::Utc::now()).expect("encode");
+    let props = celerity::amqp::basic_properties(&out.properties).expect("properties");
+    ch.basic_publish("".into(), topology::SCHEDULE_QUEUE.name.into(), BasicPublishOptions::default(), &out.body, props)
+        .await
+        .expect("publish")
+}

@@ -1,0 +1,215 @@
+//! Security basics on the real services: `amqps://` with a CA of the
+//! operator's, MySQL over TLS through the URL's options, and credentials that
+//! never show in logs, errors or `celerity status`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use broker_proto::topology;
+use celerity_db::State;
+use celerity_tests::private_rabbitmq::PrivateRabbitmq;
+use celerity_tests::tls::TestCerts;
+use celerity_tests::{
+    ChildGuard, PrivateMariadb, TestDatabase, Vhost, celerity_bin, confirmed_channel, connect, declare_framework_queue,
+    example_data, insert_schedule, migrated_database, publish_task, task_message, temp_dir, unique, wait_for_rows,
+};
+use diesel::prelude::*;
+
+async fn produce(ch: &lapin::Channel, db_url: &str, polls: i64) -> String {
+    let id = unique("s").replace('-', "");
+    insert_schedule(db_url, &id, "1.0.0", State::Poll, &example_data(polls, 0));
+    publish_task(ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", &id)]))
+        .await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() {
+    let broker = PrivateRabbitmq::start_with_tls();
+    let db = migrated_database();
+    let conn = connect(&broker.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let dir = temp_dir();
+
+    // Not trusting the test CA: the TLS handshake fails, and the worker says so.
+    let refused = Command::new(celerity_bin())
+        .args(["worker", "--broker-url", &broker.amqps_url(), "--database-url", &db.url(), "--broker-wait", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "an untrusted certificate must not be accepted");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(!stderr.contains("guest:guest"), "{stderr}");
+
+    let mut cmd = Command::new(celerity_bin());
+    cmd.args(["worker", "--broker-url", &broker.amqps_url(), "--database-url", &db.url()])
+        .arg("--broker-ca-file")
+        .arg(broker.ca_file())
+        .args(["--queues", "plugin_schedule"]);
+    let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    let id = produce(&ch, &db.url(), 3).await;
+    let done = wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
+    assert_eq!(done[&id].invoke_count, 4, "{}", worker.log());
+    // The worker's connection is the TLS one.
+    let ssl = broker.ctl(&["list_connections", "ssl", "user"]);
+    assert!(ssl.lines().any(|l| l.starts_with("true")), "no TLS connection listed: {ssl}");
+    drop(worker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[derive(QueryableByName)]
+struct StatusValue {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[diesel(column_name = Value)]
+    value: String,
+}
+
+fn status(conn: &mut diesel::MysqlConnection, query: &str) -> String {
+    diesel::sql_query(query).get_result::<StatusValue>(conn).unwrap().value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_over_tls_through_the_url_options() {
+    let dir = temp_dir();
+    let certs = TestCerts::create(&dir);
+    let server = PrivateMariadb::start_in(
+        dir.join("server"),
+        vec![
+            format!("--ssl-ca={}", certs.ca.display()),
+            format!("--ssl-cert={}", certs.cert.display()),
+            format!("--ssl-key={}", certs.key.display()),
+        ],
+    );
+    let db = TestDatabase::create_on(&server.base());
+    let tls = |ca: &std::path::Path| format!("{}?ssl_mode=verify_ca&ssl_ca={}", db.url(), ca.display());
+    let out = Command::new(celerity_bin()).args(["migrate", "--database-url", &tls(&certs.ca)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut session = diesel::MysqlConnection::establish(&tls(&certs.ca)).unwrap();
+    assert!(!status(&mut session, "SHOW SESSION STATUS LIKE 'Ssl_cipher'").is_empty(), "the session is encrypted");
+    // verify_ca checks the server's certificate: another CA is refused.
+    let other = TestCerts::create(&std::fs::create_dir_all(dir.join("other")).map(|_| dir.join("other")).unwrap());
+    let refused = Command::new(celerity_bin()).args(["migrate", "--database-url", &tls(&other.ca)]).output().unwrap();
+    assert!(!refused.status.success(), "a server certificate from an unknown CA must be refused");
+
+    let vhost = Vhost::create();
+    let (_c, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let accepted_before: i64 = status(&mut session, "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").parse().unwrap();
+    let mut cmd = Command::new(celerity_bin());
+    cmd.args([
+        "worker",
+        "--broker-url",
+        &vhost.url(),
+        "--database-url",
+        &tls(&certs.ca),
+        "--queues",
+        "plugin_schedule",
+    ]);
+    let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    let id = produce(&ch, &db.url(), 2).await;
+    let done = wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
+    assert_eq!(done[&id].invoke_count, 3, "{}", worker.log());
+    let accepted_after: i64 = status(&mut session, "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").parse().unwrap();
+    assert!(accepted_after > accepted_before, "the worker's connections were TLS handshakes");
+    drop(worker);
+    drop(session);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_never_show_in_logs_errors_or_status() {
+    const BROKER_SECRET: &str = "brokerSecret-8f3a";
+    const DB_SECRET: &str = "dbSecret-51c7";
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let vhost_name = vhost.url().rsplit('/').next().unwrap().to_owned();
+    let user = unique("celerity-user");
+    let rabbit = |args: &[&str]| {
+        let out = Command::new("rabbitmqctl").args(args).output().unwrap();
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    rabbit(&["add_user", &user, BROKER_SECRET]);
+    rabbit(&["set_permissions", "-p", &vhost_name, &user, ".*", ".*", ".*"]);
+    let db_user: String = unique("cel").replace('-', "").chars().take(16).collect();
+    let db_name = db.url().rsplit('/').next().unwrap().to_owned();
+    let mut admin = db.connect();
+    diesel::sql_query(format!("CREATE USER '{db_user}'@'%' IDENTIFIED BY '{DB_SECRET}'")).execute(&mut admin).unwrap();
+    diesel::sql_query(format!("GRANT ALL ON `{db_name}`.* TO '{db_user}'@'%'")).execute(&mut admin).unwrap();
+    let broker_url = format!("amqp://{user}:{BROKER_SECRET}@127.0.0.1:5672/{vhost_name}");
+    let db_url = format!("mysql://{db_user}:{DB_SECRET}@127.0.0.1:3306/{db_name}");
+    let clean = |what: &str, text: &str| {
+        assert!(!text.contains(BROKER_SECRET) && !text.contains(DB_SECRET), "a password shows in {what}:\n{text}");
+    };
+    let dir = temp_dir();
+
+    // A run with debug logs: a schedule and a malformed message.
+    let (_c, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let mut cmd = Command::new(celerity_bin());
+    cmd.env("RUST_LOG", "debug").args([
+        "worker",
+        "--broker-url",
+        &broker_url,
+        "--database-url",
+        &db_url,
+        "--queues",
+        "plugin_schedule",
+    ]);
+    let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    let id = produce(&ch, &db.url(), 2).await;
+    celerity_tests::publish_raw(&ch, "", topology::SCHEDULE_QUEUE.name, b"not json", Default::default()).await;
+    wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
+    let status = Command::new(celerity_bin()).args(["status", &id, "--database-url", &db_url]).output().unwrap();
+    assert!(status.status.success());
+    clean("celerity status", &String::from_utf8_lossy(&status.stdout));
+    let json = Command::new(celerity_bin()).args(["status", "--summary", "--json", "--database-url", &db_url]).output();
+    clean("celerity status --json", &String::from_utf8_lossy(&json.unwrap().stdout));
+    drop(worker);
+    clean("the worker's debug log", &std::fs::read_to_string(dir.join("worker.log")).unwrap());
+
+    // Wrong passwords and bad URLs: every error line keeps the secret out.
+    let wrong_db = db_url.replace(DB_SECRET, &format!("{DB_SECRET}x"));
+    let wrong_broker = broker_url.replace(BROKER_SECRET, &format!("{BROKER_SECRET}x"));
+    let (b, d) = (broker_url.as_str(), db_url.as_str());
+    let bad_scheme_broker = broker_url.replace("amqp://", "http://");
+    let bad_scheme_db = db_url.replace("mysql://", "postgres://");
+    let runs: [(&str, &[&str]); 7] = [
+        (
+            "worker, wrong broker password",
+            &["worker", "--broker-url", &wrong_broker, "--database-url", d, "--broker-wait", "1"],
+        ),
+        ("worker, broker URL with a bad scheme", &["worker", "--broker-url", &bad_scheme_broker, "--database-url", d]),
+        ("worker, database URL with a bad scheme", &["worker", "--broker-url", b, "--database-url", &bad_scheme_db]),
+        ("migrate, wrong database password", &["migrate", "--database-url", &wrong_db]),
+        ("status, wrong database password", &["status", "--summary", "--database-url", &wrong_db]),
+        ("sweep, wrong database password", &["sweep", "--dry-run", "--database-url", &wrong_db]),
+        (
+            "sweep, wrong broker password",
+            &["sweep", "--broker-wait", "1", "--broker-url", &wrong_broker, "--database-url", d],
+        ),
+    ];
+    for (what, args) in runs {
+        let out = Command::new(celerity_bin()).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(!out.status.success(), "{what} must fail");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.trim().is_empty(), "{what} says why");
+        clean(what, &text);
+    }
+
+    // A worker whose database refuses its password exits at start-up with
+    // one clear line, rather than failing every schedule it takes.
+    let out = Command::new(celerity_bin())
+        .args(["worker", "--broker-url", &broker_url, "--database-url", &wrong_db, "--queues", "plugin_schedule"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused password is bad configuration");
+    assert!(stderr.contains("1045") || stderr.contains("Access denied"), "the refusal is named: {stderr}");
+    clean("the error of a worker with a wrong database password", &stderr);
+    rabbit(&["delete_user", &user]);
+    diesel::sql_query(format!("DROP USER '{db_user}'@'%'")).execute(&mut admin).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
