@@ -26,6 +26,21 @@ pub fn load(conn: &mut MysqlConnection, trace_id: &str) -> Result<ScheduleRow, D
         .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))
 }
 
+/// The schedule with this trace id and whether it has retry bookkeeping, in
+/// one round trip: a poll then clears that bookkeeping only when there is
+/// some (see [`apply_poll_seen`]).
+pub fn load_for_poll(conn: &mut MysqlConnection, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
+    schedule_schedule::table
+        .left_join(
+            celerity_schedule_retry::table.on(celerity_schedule_retry::trace_id.eq(schedule_schedule::trace_id)),
+        )
+        .filter(schedule_schedule::trace_id.eq(trace_id))
+        .select((ScheduleRow::as_select(), celerity_schedule_retry::trace_id.nullable().is_not_null()))
+        .first(conn)
+        .optional()?
+        .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))
+}
+
 /// Inserts a schedule as the framework's producer does (tests, demo, bench).
 pub fn insert(conn: &mut MysqlConnection, row: &NewSchedule) -> Result<(), DbError> {
     diesel::insert_into(schedule_schedule::table).values(row).execute(conn)?;
@@ -37,6 +52,22 @@ pub fn insert(conn: &mut MysqlConnection, row: &NewSchedule) -> Result<(), DbErr
 /// bookkeeping and appends `attempt`. Returns whether it applied: a duplicate
 /// or stale delivery changes nothing, the attempt log included.
 pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Option<&Attempt>) -> Result<bool, DbError> {
+    apply_poll_seen(conn, result, attempt, true)
+}
+
+/// [`apply_poll`] for a poll that loaded its row with [`load_for_poll`]:
+/// `retrying` says whether the schedule had retry bookkeeping then. Without
+/// it, a poll that leaves the schedule open skips the delete, one round trip
+/// of the six a poll costs. Bookkeeping a concurrent duplicate wrote after
+/// that load is cleared by the schedule's next poll, and a final poll always
+/// clears, so none outlives its schedule.
+pub fn apply_poll_seen(
+    conn: &mut MysqlConnection,
+    result: &PollResult,
+    attempt: Option<&Attempt>,
+    retrying: bool,
+) -> Result<bool, DbError> {
+    let clear = retrying || !OPEN_STATES.contains(&result.state.code());
     conn.transaction(|conn| {
         let changes = PollChanges {
             state: result.state.code(),
@@ -57,7 +88,9 @@ pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Opti
         if updated == 0 {
             return Ok(false);
         }
-        clear_retry(conn, &result.trace_id)?;
+        if clear {
+            clear_retry(conn, &result.trace_id)?;
+        }
         if let Some(attempt) = attempt {
             // A poll that failed before running the plugin keeps its invoke_count,
             // so its attempt number may already be logged.

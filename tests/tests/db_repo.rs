@@ -244,6 +244,57 @@ fn retry_bookkeeping_is_written_updated_and_cleared() {
 }
 
 #[test]
+fn a_poll_loads_whether_it_is_retrying_and_clears_only_then_or_when_final() {
+    let (_tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t5", now))).unwrap();
+    let (row, retrying) = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap();
+    assert_eq!((row.invoke_count, retrying), (1, false));
+    assert!(matches!(db.blocking(|c| repo::load_for_poll(c, "no-such")), Err(celerity_db::DbError::NotFound(_))));
+    let retry = RetryState {
+        trace_id: "t5".into(),
+        retries: 1,
+        first_failure_at: now,
+        last_failure_at: now,
+        next_retry_at: Some(now + Duration::seconds(5)),
+        last_error_class: "transient".into(),
+        last_error: "mysql error 1205".into(),
+    };
+    let record = |state: RetryState| db.blocking(move |c| repo::record_retry(c, &state)).unwrap();
+    record(retry.clone());
+    assert!(db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap().1, "the retry row is seen with the row");
+
+    let poll = |seen: i32, state: State| PollResult {
+        trace_id: "t5".into(),
+        seen_invoke_count: seen,
+        state,
+        invoke_count: seen + 1,
+        data: None,
+        err: None,
+        finish_at: None,
+        release_lock: false,
+    };
+    let apply = |result: PollResult, retrying: bool| {
+        db.blocking(move |c| repo::apply_poll_seen(c, &result, None, retrying)).unwrap()
+    };
+    // Seen retrying: cleared with the update.
+    assert!(apply(poll(1, State::Poll), true));
+    assert_eq!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap(), None);
+    // Written after the load by a concurrent duplicate: an open poll leaves it
+    // for the next poll, which sees it and clears it.
+    record(retry.clone());
+    assert!(apply(poll(2, State::Poll), false));
+    assert!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap().is_some());
+    let (_, retrying) = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap();
+    assert!(apply(poll(3, State::Poll), retrying));
+    assert_eq!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap(), None);
+    // A final poll clears whatever it saw.
+    record(retry);
+    assert!(apply(PollResult { finish_at: Some(now), ..poll(4, State::Success) }, false));
+    assert_eq!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap(), None);
+}
+
+#[test]
 fn expired_schedules_are_deleted_in_batches_with_their_rows() {
     let (_tdb, db) = django_made();
     let now = db.now();

@@ -61,8 +61,8 @@ pub(crate) async fn poll(
     let holds_lock = callback.is_some();
     let started = ctx.db.now();
     let id = trace_id.to_owned();
-    let row = match ctx.db.call(move |c| repo::load(c, &id)).await {
-        Ok(row) => row,
+    let (row, retrying) = match ctx.db.call(move |c| repo::load_for_poll(c, &id)).await {
+        Ok(loaded) => loaded,
         Err(DbError::NotFound(_)) => {
             tracing::warn!("no schedule with this trace id; nothing to do");
             return Ok(Handled("no such schedule"));
@@ -114,7 +114,7 @@ pub(crate) async fn poll(
         task_id: Some(msg.id.clone()),
     };
     let result = decision.result.clone();
-    match ctx.db.call(move |c| repo::apply_poll(c, &result, Some(&attempt))).await {
+    match ctx.db.call(move |c| repo::apply_poll_seen(c, &result, Some(&attempt), retrying)).await {
         Ok(true) => {}
         Ok(false) => {
             // The row moved on while this poll ran. If it was this message's
