@@ -31,9 +31,7 @@ pub fn load(conn: &mut MysqlConnection, trace_id: &str) -> Result<ScheduleRow, D
 /// some (see [`apply_poll_seen`]).
 pub fn load_for_poll(conn: &mut MysqlConnection, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
     schedule_schedule::table
-        .left_join(
-            celerity_schedule_retry::table.on(celerity_schedule_retry::trace_id.eq(schedule_schedule::trace_id)),
-        )
+        .left_join(celerity_schedule_retry::table.on(celerity_schedule_retry::trace_id.eq(schedule_schedule::trace_id)))
         .filter(schedule_schedule::trace_id.eq(trace_id))
         .select((ScheduleRow::as_select(), celerity_schedule_retry::trace_id.nullable().is_not_null()))
         .first(conn)
