@@ -21,6 +21,17 @@ ensure_packages() {
     fi
 }
 
+# docker-compose (v1, from Debian) to validate docker-compose.yml; there is
+# no Docker engine on the test machines, and `config` needs none.
+ensure_compose_tool() {
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        log "installing docker-compose"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq docker-compose >/dev/null
+    fi
+}
+
 mariadb_answers() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; }
 
 ensure_mariadb() {

@@ -2,7 +2,7 @@
 """The plugin framework's producer and Python worker, for comparison tests.
 
     framework_app.py produce --broker URL --db URL --specs JSON
-        For each spec {"trace_id", "version", "inputs", "context_data"?}, does
+        (--specs @FILE reads the JSON from FILE.) For each spec {"trace_id", "version", "inputs", "context_data"?}, does
         what the framework's executor does: runs the plugin's first execute
         (invoke_count 1), inserts the schedule row if it polls or waits for a
         callback, and enqueues the `schedule` task with
@@ -126,7 +126,11 @@ def produce(opts):
     app = make_app("producer", opts.broker, "plugin_schedule")
     db = connect(opts.db)
     left = {}
-    for spec in json.loads(opts.specs):
+    text = opts.specs
+    if text.startswith("@"):
+        with open(text[1:]) as f:
+            text = f.read()
+    for spec in json.loads(text):
         if "raw_data" in spec:
             # A row the producer could not have made well: inserted as is, polled at once.
             with db.cursor() as cur:
