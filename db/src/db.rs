@@ -35,6 +35,12 @@ impl Db {
         &self.inner.config
     }
 
+    /// Pooled connections now: (in use, idle).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        let state = self.inner.pool.state();
+        (state.connections - state.idle_connections, state.idle_connections)
+    }
+
     /// Now, as a naive datetime in the configured zone and at the columns'
     /// microsecond precision (how the tables store time).
     pub fn now(&self) -> NaiveDateTime {

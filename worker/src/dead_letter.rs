@@ -18,6 +18,7 @@ pub const EXCHANGE_HEADER: &str = "x-celerity-dead-exchange";
 /// where, into the dead-letter queue (confirmed). The caller then acks it.
 pub async fn dead_letter(publisher: &Publisher, delivery: &Delivery, reason: &str) -> Result<Handled, BrokerError> {
     tracing::error!(%reason, "message dead-lettered");
+    metrics::counter!(crate::meters::DEAD_LETTERED).increment(1);
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(REASON_HEADER.into(), header::text(reason));
     headers.insert(FROM_HEADER.into(), header::text(delivery.routing_key.as_str()));

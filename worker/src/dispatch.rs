@@ -2,6 +2,7 @@
 //! wait for the eta, run the task, ack or hand back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use broker_proto::{DecodeOptions, TaskMessage, delay, topology};
 use chrono::Utc;
@@ -13,6 +14,7 @@ use crate::amqp::properties_of;
 use crate::broker::BrokerError;
 use crate::context::Ctx;
 use crate::dead_letter::dead_letter;
+use crate::meters;
 use crate::poison;
 use crate::settle::{Handled, settle};
 use crate::tasks::{self, Origin, callback::CallbackArgs};
@@ -22,6 +24,17 @@ enum Job {
     Schedule(String),
     Callback(CallbackArgs),
     Delete,
+}
+
+impl Job {
+    /// The task's short name, for metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Job::Schedule(_) => "schedule",
+            Job::Callback(_) => "callback",
+            Job::Delete => "delete",
+        }
+    }
 }
 
 /// Handles one delivery. Returns without settling only at shutdown, while
@@ -87,11 +100,25 @@ pub(crate) async fn handle(
             }
         }
         let Ok(_permit) = permits.acquire().await else { return };
+        if let Some(eta) = msg.eta {
+            let late = (Utc::now() - eta.with_timezone(&Utc)).to_std().unwrap_or_default();
+            metrics::histogram!(meters::ETA_LATENESS).record(late);
+        }
+        let task = job.name();
+        let started = Instant::now();
+        metrics::gauge!(meters::IN_FLIGHT).increment(1.0);
         let result: Result<Handled, BrokerError> = match job {
             Job::Schedule(trace_id) => tasks::schedule::run(&ctx, &origin, &msg, &trace_id).await,
             Job::Callback(args) => tasks::callback::run(&ctx, &origin, &msg, args).await,
             Job::Delete => tasks::delete::run(&ctx, &origin, &msg).await,
         };
+        metrics::gauge!(meters::IN_FLIGHT).decrement(1.0);
+        metrics::histogram!(meters::POLL_SECONDS, "task" => task).record(started.elapsed());
+        let outcome = match &result {
+            Ok(Handled(how)) => *how,
+            Err(_) => "handed back",
+        };
+        metrics::counter!(meters::TASKS, "task" => task, "outcome" => outcome).increment(1);
         settle(&delivery, result).await;
     }
     .instrument(span)

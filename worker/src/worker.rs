@@ -23,6 +23,7 @@ use crate::broker::{self, BrokerAddr, BrokerError, Publisher};
 use crate::config::WorkerConfig;
 use crate::context::Ctx;
 use crate::dispatch;
+use crate::http::Health;
 use crate::plugin::Registry;
 
 /// Heartbeat asked of the broker when the URL names none: a dead connection
@@ -80,11 +81,28 @@ pub async fn run_with(
         Ok(Err(join)) => panic!("database check panicked: {join}"),
         Err(_) => tracing::warn!("database not answering at start-up; polls will retry until it does"),
     }
+    // Before any metric is recorded: what comes earlier is lost.
+    crate::meters::handle();
+    let health = Health::new(db.clone());
+    let _server = match crate::http::serve(config.http_addr, health.clone()).await {
+        Ok(server) => {
+            tracing::info!(addr = %server.addr, "serving /metrics and /healthz");
+            Some(server)
+        }
+        // Several workers on one host with the default address: the first
+        // serves, the rest run on without the endpoint.
+        Err(e) => {
+            tracing::error!(addr = %config.http_addr, error = %e, "cannot serve /metrics and /healthz");
+            None
+        }
+    };
     let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
     let mut conn = broker::connect(&addr, config.broker_wait).await?;
     tokio::pin!(shutdown);
     loop {
-        match session(&config, &db, &registry, &conn, &mut shutdown).await? {
+        let ended = session(&config, &db, &registry, &conn, &health, &mut shutdown).await;
+        health.set_channel(None);
+        match ended? {
             SessionEnd::Shutdown => {
                 bounded("connection close", conn.close(200, "worker stopping".into())).await;
                 tracing::info!("worker stopped");
@@ -109,6 +127,7 @@ pub async fn run_with(
                 },
             }
         };
+        metrics::counter!(crate::meters::RECONNECTS).increment(1);
         tracing::info!("reconnected to the broker");
     }
 }
@@ -140,6 +159,7 @@ async fn session<F: Future<Output = ()>>(
     db: &Db,
     registry: &Registry,
     conn: &Connection,
+    health: &Health,
     shutdown: &mut Pin<&mut F>,
 ) -> Result<SessionEnd, WorkerError> {
     let consume = conn.create_channel().await.map_err(BrokerError::from)?;
@@ -154,6 +174,7 @@ async fn session<F: Future<Output = ()>>(
     let prefetch = u16::try_from(config.concurrency).unwrap_or(u16::MAX).saturating_add(config.eta_hold);
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
     let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
+    health.set_channel(Some(consume.clone()));
     tracing::info!(queues = ?queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
 
     let ctx = Arc::new(Ctx {

@@ -139,6 +139,7 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             c.args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url()])
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
+                .args(["--http-addr", "127.0.0.1:0"])
                 .env("RUST_LOG", "warn");
             if contender.ends_with("framework-queue") {
                 c.args(["--next-poll-queue", topology::SCHEDULE_QUEUE.name]);

@@ -319,6 +319,7 @@ async fn retry(
     retried.extra_headers = without(&retried.extra_headers, crate::poison::DELIVERIES_HEADER);
     ctx.publisher.publish_task_to_queue(&origin.queue, &retried).await?;
     tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
+    metrics::counter!(crate::meters::RETRIES, "class" => err.class().as_str()).increment(1);
     if let Some(trace_id) = trace_id {
         // Bookkeeping for operators; the database may well still be down.
         let at = ctx.db.now();
