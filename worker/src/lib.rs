@@ -11,6 +11,7 @@ mod dispatch;
 pub mod http;
 pub mod http_callback;
 pub mod meters;
+pub mod pidbox;
 pub mod plugin;
 pub mod plugins;
 pub mod poison;

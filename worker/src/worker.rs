@@ -175,6 +175,14 @@ async fn session<F: Future<Output = ()>>(
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
     let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
     health.set_channel(Some(consume.clone()));
+    // Remote control is for operators' tools: without it the worker still works.
+    let pidbox = match crate::pidbox::start(conn, config, prefetch).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "no remote control mailbox; celery inspect will not see this worker");
+            None
+        }
+    };
     tracing::info!(queues = ?queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
 
     let ctx = Arc::new(Ctx {
@@ -213,6 +221,9 @@ async fn session<F: Future<Output = ()>>(
     drop(rx);
     if let Some(sweeper) = sweeper {
         sweeper.abort();
+    }
+    if let Some(pidbox) = pidbox {
+        pidbox.abort();
     }
     match end {
         SessionEnd::Shutdown => {

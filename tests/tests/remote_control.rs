@@ -1,0 +1,67 @@
+//! Real `celery inspect` (Celery 5.7 in the test venv) against a Celerity
+//! worker's mailbox on `celery.pidbox`: ping, stats, registered,
+//! active_queues.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use celerity::plugin::Registry;
+use celerity_tests::{InProcessWorker, Vhost, migrated_database, python, unique, worker_config};
+use serde_json::Value;
+
+/// `celery -b <broker> inspect <command> -d <node> -j`: its exit status and stdout.
+fn inspect(broker: &str, command: &str, node: &str) -> (bool, String) {
+    let out = Command::new(python())
+        .args(["-m", "celery", "-b", broker, "inspect", command, "-d", node, "-t", "3", "-j"])
+        .output()
+        .expect("run celery inspect");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The node's reply to `command`, once the worker's mailbox is up.
+async fn reply(broker: &str, command: &'static str, node: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let (b, n) = (broker.to_owned(), node.to_owned());
+        let (ok, stdout) = tokio::task::spawn_blocking(move || inspect(&b, command, &n)).await.unwrap();
+        if ok {
+            let all: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+            return all.get(node).cloned().unwrap_or_else(|| panic!("no reply from {node}: {stdout}"));
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "celery inspect {command} got no reply: {stdout}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn celery_inspect_gets_answers_from_a_celerity_worker() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let node = format!("{}@celerity-test", unique("node"));
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.hostname = node.clone();
+    config.concurrency = 7;
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+
+    assert_eq!(reply(&vhost.url(), "ping", &node).await, serde_json::json!({"ok": "pong"}));
+    let stats = reply(&vhost.url(), "stats", &node).await;
+    assert_eq!(stats["pool"]["max-concurrency"], 7, "{stats}");
+    assert_eq!(stats["pid"], std::process::id(), "{stats}");
+    assert_eq!(stats["sw_ident"], "celerity", "{stats}");
+
+    let registered = reply(&vhost.url(), "registered", &node).await;
+    assert!(
+        registered.as_array().is_some_and(|t| t.contains(&broker_proto::topology::SCHEDULE_TASK.into())),
+        "{registered}"
+    );
+    let queues = reply(&vhost.url(), "active_queues", &node).await;
+    let names: Vec<&str> = queues.as_array().unwrap().iter().filter_map(|q| q["name"].as_str()).collect();
+    assert_eq!(names, ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule"], "{queues}");
+
+    // Addressed to another node: this one stays silent, so nobody replies.
+    let other = format!("{}@elsewhere", unique("node"));
+    let (b, o) = (vhost.url(), other.clone());
+    let (ok, stdout) = tokio::task::spawn_blocking(move || inspect(&b, "ping", &o)).await.unwrap();
+    assert!(!ok && !stdout.contains(&node), "a request for {other} was answered: {stdout}");
+    worker.stop().await.unwrap();
+}

@@ -1,0 +1,275 @@
+//! Celery remote control: the worker's mailbox on `celery.pidbox`, so
+//! `celery inspect` and Flower reach it as they reach a Python worker.
+//!
+//! As kombu's `Mailbox`/`Node` do with Celery's defaults: a fanout exchange
+//! `celery.pidbox` (not durable), a queue `<hostname>.celery.pidbox` (not
+//! durable, auto-delete, `x-message-ttl` 300 s, `x-expires` 10 s) consumed
+//! without acks; requests are JSON `{method, arguments, destination,
+//! pattern, matcher, ticket?, reply_to?}`, and a reply goes to `reply_to`'s
+//! exchange and routing key as JSON `{hostname: reply}` with the headers
+//! `ticket` and `clock`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use serde_json::{Value, json};
+
+use broker_proto::topology;
+
+use crate::broker::BrokerError;
+use crate::config::WorkerConfig;
+
+/// The control exchange (Celery's `control_exchange` = `celery`).
+pub const EXCHANGE: &str = "celery.pidbox";
+/// Celery's `control_queue_ttl` (300 s) and `control_queue_expires` (10 s), in ms.
+const QUEUE_TTL_MS: i64 = 300_000;
+const QUEUE_EXPIRES_MS: i64 = 10_000;
+
+/// What the mailbox answers about this worker.
+struct Node {
+    hostname: String,
+    concurrency: usize,
+    prefetch: u16,
+    queues: Vec<String>,
+    started: Instant,
+    /// Celery's logical clock: raised past every clock seen, forwarded on each reply.
+    clock: AtomicU64,
+}
+
+/// The mailbox queue's name for `hostname`.
+pub fn queue_name(hostname: &str) -> String {
+    format!("{hostname}.celery.pidbox")
+}
+
+/// Declares the mailbox on its own channel of `conn` and answers requests
+/// until the connection ends.
+pub async fn start(
+    conn: &Connection,
+    config: &WorkerConfig,
+    prefetch: u16,
+) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
+    let channel = conn.create_channel().await?;
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions { durable: false, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = queue_name(&config.hostname);
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(QUEUE_TTL_MS));
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(QUEUE_EXPIRES_MS));
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { durable: false, auto_delete: true, ..Default::default() },
+            args,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            format!("{}.pidbox", config.hostname).as_str().into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    let node = Arc::new(Node {
+        hostname: config.hostname.clone(),
+        concurrency: config.concurrency,
+        prefetch,
+        queues: config.consumed_queues(),
+        started: Instant::now(),
+        clock: AtomicU64::new(0),
+    });
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let clock = delivery.properties.headers().as_ref().and_then(|h| header_int(h, "clock"));
+            if let Some(seen) = clock {
+                node.clock.fetch_max(seen, Ordering::Relaxed);
+            }
+            let expires = delivery.properties.headers().as_ref().and_then(|h| header_float(h, "expires"));
+            if expires.is_some_and(|at| at > 0.0 && now_secs() > at) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&delivery.data) {
+                Ok(request) => handle(&node, &channel, &request).await,
+                Err(e) => tracing::warn!(error = %e, "remote control message is not JSON; ignored"),
+            }
+        }
+    }))
+}
+
+/// Runs one request addressed to this node and sends the reply it asks for.
+async fn handle(node: &Node, channel: &Channel, request: &Value) {
+    if !addressed_to(&node.hostname, request) {
+        return;
+    }
+    let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
+    let Some(reply) = answer(node, method) else {
+        tracing::info!(method, "unknown remote control command; ignored");
+        return;
+    };
+    let (Some(to), Some(ticket)) = (request.get("reply_to"), request.get("ticket").and_then(Value::as_str)) else {
+        return;
+    };
+    let exchange = to.get("exchange").and_then(Value::as_str).unwrap_or_default();
+    let routing_key = to.get("routing_key").and_then(Value::as_str).unwrap_or_default();
+    let body = json!({ node.hostname.clone(): reply }).to_string();
+    let mut headers = FieldTable::default();
+    headers.insert("ticket".into(), AMQPValue::LongString(LongString::from(ticket)));
+    let clock = node.clock.fetch_add(1, Ordering::Relaxed) + 1;
+    headers.insert("clock".into(), AMQPValue::LongLongInt(i64::try_from(clock).unwrap_or(i64::MAX)));
+    let props = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_content_encoding(ShortString::from("utf-8"))
+        .with_delivery_mode(1)
+        .with_headers(headers);
+    let sent = channel
+        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body.as_bytes(), props)
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, method, "remote control reply not sent");
+    }
+}
+
+/// kombu's rule: a destination list names the node, or a pattern matches
+/// it, or the request is for every node.
+fn addressed_to(hostname: &str, request: &Value) -> bool {
+    match request.get("destination").and_then(Value::as_array) {
+        Some(names) if !names.is_empty() => names.iter().any(|n| n.as_str() == Some(hostname)),
+        _ => match (request.get("pattern").and_then(Value::as_str), request.get("matcher").and_then(Value::as_str)) {
+            (Some(pattern), Some("glob")) => glob(pattern, hostname),
+            (Some(_), Some(_)) => false,
+            _ => true,
+        },
+    }
+}
+
+/// `*` and `?` globbing, enough for node names.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>())
+}
+
+/// The reply to `method`, or `None` for a command this worker does not know.
+fn answer(node: &Node, method: &str) -> Option<Value> {
+    Some(match method {
+        "ping" => json!({"ok": "pong"}),
+        "registered" => json!([topology::CALLBACK_TASK, topology::DELETE_TASK, topology::SCHEDULE_TASK]),
+        // Queues as kombu's `Queue.as_dict` shows them, the fields Flower reads.
+        "active_queues" => Value::Array(
+            node.queues
+                .iter()
+                .map(|q| {
+                    let own = q.starts_with("celerity.");
+                    json!({
+                        "name": q,
+                        "exchange": {"name": if own { "" } else { topology::EXCHANGE }, "type": "direct"},
+                        "routing_key": q,
+                        "durable": true,
+                        "exclusive": false,
+                        "auto_delete": false,
+                        "no_ack": false,
+                    })
+                })
+                .collect(),
+        ),
+        "stats" => json!({
+            "pid": std::process::id(),
+            "clock": node.clock.load(Ordering::Relaxed).to_string(),
+            "uptime": node.started.elapsed().as_secs(),
+            "prefetch_count": node.prefetch,
+            "pool": {"implementation": "celerity (tokio)", "max-concurrency": node.concurrency},
+            "broker": {"transport": "amqp"},
+            "sw_ident": "celerity",
+            "sw_ver": env!("CARGO_PKG_VERSION"),
+        }),
+        _ => return None,
+    })
+}
+
+fn header_int(headers: &FieldTable, name: &str) -> Option<u64> {
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        _ => None,
+    }
+}
+
+fn header_float(headers: &FieldTable, name: &str) -> Option<f64> {
+    match headers.inner().get(name)? {
+        AMQPValue::Double(x) => Some(*x),
+        AMQPValue::Float(x) => Some(f64::from(*x)),
+        AMQPValue::LongLongInt(n) => Some(*n as f64),
+        AMQPValue::LongInt(n) => Some(f64::from(*n)),
+        _ => None,
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_reach_the_nodes_kombu_would_dispatch_to() {
+        let me = "celerity@host";
+        assert!(addressed_to(me, &json!({"destination": null})));
+        assert!(addressed_to(me, &json!({"destination": ["a@b", me]})));
+        assert!(!addressed_to(me, &json!({"destination": ["a@b"]})));
+        assert!(addressed_to(me, &json!({"destination": null, "pattern": "celerity@*", "matcher": "glob"})));
+        assert!(!addressed_to(me, &json!({"destination": null, "pattern": "python@*", "matcher": "glob"})));
+    }
+
+    #[test]
+    fn ping_pongs_and_unknown_commands_have_no_answer() {
+        let node = Node {
+            hostname: "n@h".into(),
+            concurrency: 4,
+            prefetch: 8,
+            queues: vec!["plugin_schedule".into(), "celerity.schedule".into()],
+            started: Instant::now(),
+            clock: 0.into(),
+        };
+        assert_eq!(answer(&node, "ping"), Some(json!({"ok": "pong"})));
+        assert_eq!(answer(&node, "stats").unwrap()["pool"]["max-concurrency"], json!(4));
+        assert_eq!(answer(&node, "registered").unwrap().as_array().unwrap().len(), 3);
+        let queues = answer(&node, "active_queues").unwrap();
+        assert_eq!(queues[0]["name"], "plugin_schedule");
+        assert_eq!(queues[0]["exchange"]["name"], "default");
+        assert_eq!(queues[1]["exchange"]["name"], "");
+        assert_eq!(answer(&node, "shutdown"), None);
+    }
+}
