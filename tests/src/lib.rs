@@ -454,6 +454,7 @@ pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::
         delete_after_days: 30,
         delete_batch: 100,
         sweep_interval: None,
+        events: true,
         sweep: celerity::sweep::SweepSettings { margin: Duration::from_secs(300), batch: 1000 },
     }
 }

@@ -224,6 +224,10 @@ pub struct WorkerArgs {
     /// What counts as stranded and how many per round.
     #[command(flatten)]
     pub sweep: SweepFlags,
+    /// Do not send Celery events (Flower, `celery events`) until an
+    /// `enable_events` control command asks for them.
+    #[arg(long, env = "CELERITY_WITHOUT_EVENTS")]
+    pub without_events: bool,
 }
 
 /// A duration given in seconds on the command line, possibly fractional (`0.2`).
@@ -291,6 +295,7 @@ impl WorkerArgs {
             delete_after_days: self.delete_after_days,
             delete_batch: self.delete_batch,
             sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
+            events: !self.without_events,
             sweep,
         })
     }

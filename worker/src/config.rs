@@ -115,4 +115,6 @@ pub struct WorkerConfig {
     pub sweep_interval: Option<Duration>,
     /// What counts as stranded, and how many per round.
     pub sweep: crate::sweep::SweepSettings,
+    /// Send Celery events (`celeryev`) from the start.
+    pub events: bool,
 }

@@ -21,4 +21,6 @@ pub struct Ctx {
     pub origin: String,
     /// `reply_to` of the messages this worker publishes (Celery always sets one).
     pub reply_to: String,
+    /// Celery events, when the broker took the exchange.
+    pub events: Option<std::sync::Arc<crate::events::Events>>,
 }

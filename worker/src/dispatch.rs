@@ -75,6 +75,9 @@ pub(crate) async fn handle(
             Ok(job) => job,
             Err(reason) => return settle(&delivery, dead_letter(&ctx.publisher, &delivery, &reason).await).await,
         };
+        if let Some(events) = &ctx.events {
+            events.received(&msg).await;
+        }
         let now = Utc::now();
         if let Some(expires) = msg.expires
             && expires < now
@@ -107,6 +110,9 @@ pub(crate) async fn handle(
         let task = job.name();
         let started = Instant::now();
         metrics::gauge!(meters::IN_FLIGHT).increment(1.0);
+        if let Some(events) = &ctx.events {
+            events.started(&msg.id).await;
+        }
         let result: Result<Handled, BrokerError> = match job {
             Job::Schedule(trace_id) => tasks::schedule::run(&ctx, &origin, &msg, &trace_id).await,
             Job::Callback(args) => tasks::callback::run(&ctx, &origin, &msg, args).await,
@@ -119,6 +125,10 @@ pub(crate) async fn handle(
             Err(_) => "handed back",
         };
         metrics::counter!(meters::TASKS, "task" => task, "outcome" => outcome).increment(1);
+        if let Some(events) = &ctx.events {
+            let ended = if result.is_ok() { Ok(outcome) } else { Err(outcome) };
+            events.ended(&msg.id, ended, started.elapsed()).await;
+        }
         settle(&delivery, result).await;
     }
     .instrument(span)

@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod dead_letter;
 mod dispatch;
+pub mod events;
 pub mod http;
 pub mod http_callback;
 pub mod meters;

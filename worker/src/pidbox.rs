@@ -25,6 +25,7 @@ use broker_proto::topology;
 
 use crate::broker::BrokerError;
 use crate::config::WorkerConfig;
+use crate::events::Events;
 
 /// The control exchange (Celery's `control_exchange` = `celery`).
 pub const EXCHANGE: &str = "celery.pidbox";
@@ -38,6 +39,7 @@ struct Node {
     concurrency: usize,
     prefetch: u16,
     queues: Vec<String>,
+    events: Option<Arc<Events>>,
     started: Instant,
     /// Celery's logical clock: raised past every clock seen, forwarded on each reply.
     clock: AtomicU64,
@@ -54,6 +56,7 @@ pub async fn start(
     conn: &Connection,
     config: &WorkerConfig,
     prefetch: u16,
+    events: Option<Arc<Events>>,
 ) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
     let channel = conn.create_channel().await?;
     channel
@@ -97,6 +100,7 @@ pub async fn start(
         concurrency: config.concurrency,
         prefetch,
         queues: config.consumed_queues(),
+        events,
         started: Instant::now(),
         clock: AtomicU64::new(0),
     });
@@ -182,6 +186,13 @@ fn glob(pattern: &str, text: &str) -> bool {
 fn answer(node: &Node, method: &str) -> Option<Value> {
     Some(match method {
         "ping" => json!({"ok": "pong"}),
+        "enable_events" | "disable_events" => {
+            let on = method == "enable_events";
+            if let Some(events) = &node.events {
+                events.set_enabled(on);
+            }
+            json!({"ok": if on { "task events enabled" } else { "task events disabled" }})
+        }
         "registered" => json!([topology::CALLBACK_TASK, topology::DELETE_TASK, topology::SCHEDULE_TASK]),
         // Queues as kombu's `Queue.as_dict` shows them, the fields Flower reads.
         "active_queues" => Value::Array(
@@ -260,6 +271,7 @@ mod tests {
             concurrency: 4,
             prefetch: 8,
             queues: vec!["plugin_schedule".into(), "celerity.schedule".into()],
+            events: None,
             started: Instant::now(),
             clock: 0.into(),
         };

@@ -23,6 +23,7 @@ use crate::broker::{self, BrokerAddr, BrokerError, Publisher};
 use crate::config::WorkerConfig;
 use crate::context::Ctx;
 use crate::dispatch;
+use crate::events::Events;
 use crate::http::Health;
 use crate::plugin::Registry;
 
@@ -175,8 +176,25 @@ async fn session<F: Future<Output = ()>>(
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
     let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
     health.set_channel(Some(consume.clone()));
-    // Remote control is for operators' tools: without it the worker still works.
-    let pidbox = match crate::pidbox::start(conn, config, prefetch).await {
+    // Events and remote control are for operators' tools: without them the
+    // worker still works.
+    let events = match Events::start(conn, &config.hostname, config.events).await {
+        Ok(events) => Some(Arc::new(events)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot send Celery events");
+            None
+        }
+    };
+    let heartbeat = events.clone().map(|events| {
+        tokio::spawn(async move {
+            events.worker("worker-online").await;
+            loop {
+                tokio::time::sleep(crate::events::HEARTBEAT).await;
+                events.worker("worker-heartbeat").await;
+            }
+        })
+    });
+    let pidbox = match crate::pidbox::start(conn, config, prefetch, events.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::error!(error = %e, "no remote control mailbox; celery inspect will not see this worker");
@@ -192,6 +210,7 @@ async fn session<F: Future<Output = ()>>(
         origin: format!("{}@{}", std::process::id(), config.hostname),
         reply_to: uuid::Uuid::new_v4().to_string(),
         config: config.clone(),
+        events: events.clone(),
     });
     let sweeper = config.sweep_interval.map(|every| tokio::spawn(crate::sweep::periodically(ctx.clone(), every)));
     let permits = Arc::new(Semaphore::new(config.concurrency));
@@ -225,6 +244,9 @@ async fn session<F: Future<Output = ()>>(
     if let Some(pidbox) = pidbox {
         pidbox.abort();
     }
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
+    }
     match end {
         SessionEnd::Shutdown => {
             // Stop taking deliveries; those not yet running stay unacked and go back.
@@ -233,6 +255,9 @@ async fn session<F: Future<Output = ()>>(
                     .await;
             }
             drain(&mut tasks, config.shutdown_grace).await;
+            if let Some(events) = &events {
+                events.worker("worker-offline").await;
+            }
             bounded("channel close", consume.close(200, "worker stopping".into())).await;
         }
         SessionEnd::Lost(_) => {

@@ -140,6 +140,8 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
                 .args(["--http-addr", "127.0.0.1:0"])
+                // The Python contenders run without -E: no events on either side.
+                .arg("--without-events")
                 .env("RUST_LOG", "warn");
             if contender.ends_with("framework-queue") {
                 c.args(["--next-poll-queue", topology::SCHEDULE_QUEUE.name]);

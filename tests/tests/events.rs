@@ -1,0 +1,130 @@
+//! Celery events from a Celerity worker, received by Celery's own
+//! `app.events.Receiver` (tests/python/events_dump.py), and the
+//! `enable_events` / `disable_events` control commands.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use broker_proto::topology;
+use celerity::plugin::Registry;
+use celerity_db::State;
+use celerity_tests::{
+    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, example_data, insert_schedule,
+    migrated_database, publish_task, python, python_script, task_message, unique, wait_for_rows, worker_config,
+};
+use serde_json::Value;
+
+/// Starts the Python receiver for `seconds`; returns once its queue is bound.
+fn receiver(broker: &str, seconds: u32) -> std::process::Child {
+    let mut child = Command::new(python())
+        .arg(python_script("events_dump.py"))
+        .args([broker, &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run events_dump.py");
+    let mut line = String::new();
+    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "events_dump.py did not start: {line}");
+    child
+}
+
+fn events_of(mut child: std::process::Child) -> Vec<Value> {
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success(), "events_dump.py failed");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn celerys_receiver_sees_the_worker_and_its_tasks() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let trace_id = unique("e").replace('-', "");
+    insert_schedule(&tdb.url(), &trace_id, "1.0.0", State::Poll, &example_data(2, 0));
+    let url = vhost.url();
+    let dump = tokio::task::spawn_blocking(move || receiver(&url, 12)).await.unwrap();
+
+    let node = format!("{}@celerity-test", unique("node"));
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.hostname = node.clone();
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let first = task_message(topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]);
+    publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, &first).await;
+    wait_for_rows(&tdb, Duration::from_secs(20), |r| r.values().all(|r| r.state == State::Success.code())).await;
+    // Long enough for heartbeats (every 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    worker.stop().await.unwrap();
+    let events = tokio::task::spawn_blocking(move || events_of(dump)).await.unwrap();
+
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["type"] == kind).collect() };
+    for e in &events {
+        assert_eq!(e["hostname"], node.as_str(), "{e}");
+        assert!(e["clock"].as_u64().is_some() && e["pid"].as_u64().is_some() && e["timestamp"].is_f64(), "{e}");
+    }
+    assert_eq!(of("worker-online").len(), 1, "{events:?}");
+    assert_eq!(of("worker-offline").len(), 1, "{events:?}");
+    let beats = of("worker-heartbeat");
+    assert!(beats.len() >= 2, "{events:?}");
+    let last = beats.last().unwrap();
+    assert_eq!(last["sw_ident"], "celerity");
+    assert_eq!(last["processed"], 2, "two polls done: {last}");
+    assert_eq!(last["loadavg"].as_array().map(Vec::len), Some(3), "{last}");
+
+    // Two polls: the producer's message, then the worker's next poll.
+    let received = of("task-received");
+    assert_eq!(received.len(), 2, "{events:?}");
+    assert_eq!(received[0]["uuid"], first.id.as_str());
+    assert_eq!(received[0]["name"], topology::SCHEDULE_TASK);
+    assert!(received[0]["kwargs"].as_str().is_some_and(|k| k.contains(&trace_id)), "{}", received[0]);
+    let ids: Vec<&Value> = received.iter().map(|e| &e["uuid"]).collect();
+    let started: Vec<&Value> = of("task-started").iter().map(|e| &e["uuid"]).collect();
+    let succeeded: Vec<&Value> = of("task-succeeded").iter().map(|e| &e["uuid"]).collect();
+    assert_eq!(started, ids);
+    assert_eq!(succeeded, ids);
+    assert!(of("task-succeeded").iter().all(|e| e["runtime"].as_f64().is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disable_and_enable_events_by_control_command() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let node = format!("{}@celerity-test", unique("node"));
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.hostname = node.clone();
+    config.events = false;
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let control = |command: &str| {
+        let out = Command::new(python())
+            .args(["-m", "celery", "-b", &vhost.url(), "control", command, "-d", &node, "-t", "3", "-j"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Started without events: a receiver hears nothing.
+    let url = vhost.url();
+    let quiet = tokio::task::spawn_blocking(move || events_of(receiver(&url, 5))).await.unwrap();
+    assert_eq!(quiet, Vec::<Value>::new());
+
+    let mut answer = String::new();
+    for _ in 0..20 {
+        answer = control("enable_events");
+        if answer.contains("task events enabled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(answer.contains("task events enabled"), "{answer}");
+    let url = vhost.url();
+    let heard = tokio::task::spawn_blocking(move || events_of(receiver(&url, 5))).await.unwrap();
+    assert!(heard.iter().any(|e| e["type"] == "worker-heartbeat"), "{heard:?}");
+
+    assert!(control("disable_events").contains("task events disabled"));
+    let url = vhost.url();
+    let quiet = tokio::task::spawn_blocking(move || events_of(receiver(&url, 5))).await.unwrap();
+    assert_eq!(quiet, Vec::<Value>::new());
+    worker.stop().await.unwrap();
+}
