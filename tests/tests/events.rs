@@ -1,6 +1,7 @@
 //! Celery events from a Celerity worker, received by Celery's own
 //! `app.events.Receiver` (tests/python/events_dump.py), and the
-//! `enable_events` / `disable_events` control commands.
+//! `enable_events` / `disable_events` control commands, and Flower fed by
+//! both.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -127,4 +128,72 @@ async fn disable_and_enable_events_by_control_command() {
     let quiet = tokio::task::spawn_blocking(move || events_of(receiver(&url, 5))).await.unwrap();
     assert_eq!(quiet, Vec::<Value>::new());
     worker.stop().await.unwrap();
+}
+
+/// GET `url` with curl-free std I/O: the body of a 200 answer, or `None`.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flower_lists_the_worker_and_its_tasks() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut flower = Command::new(python())
+        .args(["-m", "celery", "-b", &vhost.url(), "flower", &format!("--port={port}"), "--address=127.0.0.1"])
+        .env("FLOWER_UNAUTHENTICATED_API", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run flower");
+    // Flower is up once its API answers.
+    let start = std::time::Instant::now();
+    while tokio::task::spawn_blocking(move || http_get(addr, "/api/workers")).await.unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "flower did not start");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let node = format!("{}@celerity-test", unique("node"));
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.hostname = node.clone();
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let trace_id = unique("f").replace('-', "");
+    insert_schedule(&tdb.url(), &trace_id, "1.0.0", State::Poll, &example_data(1, 0));
+    let first = task_message(topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]);
+    publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, &first).await;
+    wait_for_rows(&tdb, Duration::from_secs(20), |r| r.values().all(|r| r.state == State::Success.code())).await;
+
+    // Workers: from its inspect broadcast; tasks: from the events it received.
+    let (mut workers, mut task) = (Value::Null, Value::Null);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let got = tokio::task::spawn_blocking(move || http_get(addr, "/api/workers?refresh=1")).await.unwrap();
+        workers = got.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
+        let path = format!("/api/task/info/{}", first.id);
+        let got = tokio::task::spawn_blocking(move || http_get(addr, &path)).await.unwrap();
+        task = got.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
+        if workers.get(&node).is_some() && task["state"] == "SUCCESS" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = flower.kill();
+    let _ = flower.wait();
+    worker.stop().await.unwrap();
+    assert_eq!(workers[&node]["stats"]["sw_ident"], "celerity", "{workers}");
+    assert!(workers[&node]["registered"].as_array().is_some_and(|t| !t.is_empty()), "{workers}");
+    assert_eq!(task["state"], "SUCCESS", "{task}");
+    assert_eq!(task["name"], topology::SCHEDULE_TASK, "{task}");
+    assert_eq!(task["worker"], node.as_str(), "{task}");
 }
