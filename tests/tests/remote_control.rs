@@ -65,3 +65,76 @@ async fn celery_inspect_gets_answers_from_a_celerity_worker() {
     assert!(!ok && !stdout.contains(&node), "a request for {other} was answered: {stdout}");
     worker.stop().await.unwrap();
 }
+
+/// Sleeps, then succeeds: a poll that is running when inspected.
+struct Sleepy;
+
+impl celerity::plugin::Plugin for Sleepy {
+    type Inputs = serde_json::Value;
+    type ContextData = serde_json::Value;
+
+    fn execute(
+        &self,
+        _: serde_json::Value,
+        _: &mut celerity::plugin::Context<serde_json::Value>,
+    ) -> celerity::plugin::Outcome {
+        std::thread::sleep(Duration::from_secs(8));
+        celerity::plugin::Outcome::Success
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn celery_inspect_lists_active_reserved_and_scheduled_tasks() {
+    use broker_proto::topology;
+    use celerity_db::State;
+    use celerity_tests::{
+        confirmed_channel, declare_framework_queue, example_data, insert_schedule, publish_task, task_message,
+    };
+
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let ids: Vec<String> = (0..3).map(|_| unique("i").replace('-', "")).collect();
+    insert_schedule(&tdb.url(), &ids[0], "sleepy-1.0.0", State::Poll, &example_data(1, 0));
+    for id in &ids[1..] {
+        insert_schedule(&tdb.url(), id, "1.0.0", State::Poll, &example_data(1, 0));
+    }
+    let node = format!("{}@celerity-test", unique("node"));
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.hostname = node.clone();
+    config.concurrency = 1;
+    config.eta_window = Duration::from_secs(30);
+    let mut registry = Registry::with_builtin();
+    registry.register("sleepy-1.0.0", Sleepy);
+    let worker = InProcessWorker::start(config, registry);
+
+    let running = task_message(topology::SCHEDULE_TASK, &[("trace_id", &ids[0])]);
+    publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, &running).await;
+    let start = Instant::now();
+    loop {
+        let active = reply(&vhost.url(), "active", &node).await;
+        if active.as_array().is_some_and(|a| a.iter().any(|t| t["id"] == running.id.as_str())) {
+            assert!(active[0]["time_start"].as_f64().is_some(), "{active}");
+            assert_eq!(active[0]["name"], topology::SCHEDULE_TASK);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "not active: {active}");
+    }
+    // The only slot is taken: the next delivery waits for it.
+    let waiting = task_message(topology::SCHEDULE_TASK, &[("trace_id", &ids[1])]);
+    publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, &waiting).await;
+    // Due in 20 s, inside the eta window: held in memory until then.
+    let mut later = task_message(topology::SCHEDULE_TASK, &[("trace_id", &ids[2])]);
+    let eta = chrono::Utc::now() + chrono::Duration::seconds(20);
+    later.eta = Some(eta.fixed_offset());
+    publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, &later).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let reserved = reply(&vhost.url(), "reserved", &node).await;
+    assert!(reserved.as_array().is_some_and(|r| r.iter().any(|t| t["id"] == waiting.id.as_str())), "{reserved}");
+    let scheduled = reply(&vhost.url(), "scheduled", &node).await;
+    let entry = scheduled.as_array().and_then(|s| s.iter().find(|t| t["request"]["id"] == later.id.as_str()));
+    assert!(entry.is_some_and(|e| e["eta"].as_str().is_some()), "{scheduled}");
+    worker.stop().await.unwrap();
+}

@@ -23,4 +23,6 @@ pub struct Ctx {
     pub reply_to: String,
     /// Celery events, when the broker took the exchange.
     pub events: Option<std::sync::Arc<crate::events::Events>>,
+    /// The deliveries held now, for `celery inspect active|reserved|scheduled`.
+    pub inflight: std::sync::Arc<crate::inflight::InFlight>,
 }

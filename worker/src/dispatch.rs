@@ -78,6 +78,13 @@ pub(crate) async fn handle(
         if let Some(events) = &ctx.events {
             events.received(&msg).await;
         }
+        let held = ctx.inflight.hold(
+            &msg,
+            delivery.exchange.as_str(),
+            delivery.routing_key.as_str(),
+            delivery.redelivered,
+            &ctx.config.hostname,
+        );
         let now = Utc::now();
         if let Some(expires) = msg.expires
             && expires < now
@@ -97,12 +104,15 @@ pub(crate) async fn handle(
                     .map(|()| Handled("moved to the delay queues"));
                 return settle(&delivery, moved).await;
             }
+            held.scheduled(eta);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stopping.wait_for(|s| *s) => return,
             }
+            held.reserved();
         }
         let Ok(_permit) = permits.acquire().await else { return };
+        held.active();
         if let Some(eta) = msg.eta {
             let late = (Utc::now() - eta.with_timezone(&Utc)).to_std().unwrap_or_default();
             metrics::histogram!(meters::ETA_LATENESS).record(late);

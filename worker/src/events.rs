@@ -59,6 +59,11 @@ impl Events {
         self.enabled.store(on, Ordering::Relaxed);
     }
 
+    /// Whether events are being sent.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Counts a task starting (for the heartbeat's `active`).
     pub fn task_started(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);

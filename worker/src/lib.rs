@@ -11,6 +11,7 @@ mod dispatch;
 pub mod events;
 pub mod http;
 pub mod http_callback;
+pub mod inflight;
 pub mod meters;
 pub mod pidbox;
 pub mod plugin;

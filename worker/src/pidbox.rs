@@ -26,6 +26,7 @@ use broker_proto::topology;
 use crate::broker::BrokerError;
 use crate::config::WorkerConfig;
 use crate::events::Events;
+use crate::inflight::InFlight;
 
 /// The control exchange (Celery's `control_exchange` = `celery`).
 pub const EXCHANGE: &str = "celery.pidbox";
@@ -40,6 +41,7 @@ struct Node {
     prefetch: u16,
     queues: Vec<String>,
     events: Option<Arc<Events>>,
+    inflight: Arc<InFlight>,
     started: Instant,
     /// Celery's logical clock: raised past every clock seen, forwarded on each reply.
     clock: AtomicU64,
@@ -57,6 +59,7 @@ pub async fn start(
     config: &WorkerConfig,
     prefetch: u16,
     events: Option<Arc<Events>>,
+    inflight: Arc<InFlight>,
 ) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
     let channel = conn.create_channel().await?;
     channel
@@ -101,6 +104,7 @@ pub async fn start(
         prefetch,
         queues: config.consumed_queues(),
         events,
+        inflight,
         started: Instant::now(),
         clock: AtomicU64::new(0),
     });
@@ -128,6 +132,11 @@ async fn handle(node: &Node, channel: &Channel, request: &Value) {
         return;
     }
     let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
+    if method == "heartbeat"
+        && let Some(events) = &node.events
+    {
+        events.worker("worker-heartbeat").await;
+    }
     let Some(reply) = answer(node, method) else {
         tracing::info!(method, "unknown remote control command; ignored");
         return;
@@ -186,6 +195,16 @@ fn glob(pattern: &str, text: &str) -> bool {
 fn answer(node: &Node, method: &str) -> Option<Value> {
     Some(match method {
         "ping" => json!({"ok": "pong"}),
+        "active" | "reserved" | "scheduled" => Value::Array(node.inflight.list(method)),
+        // The settings a Celery operator looks for, without any URL (credentials).
+        "conf" => json!({
+            "worker_concurrency": node.concurrency,
+            "worker_prefetch_multiplier": 1,
+            "task_queues": node.queues,
+            "worker_send_task_events": node.events.as_ref().is_some_and(|e| e.enabled()),
+        }),
+        // Celery's `heartbeat` command: the event is sent by `handle`; no reply value.
+        "heartbeat" => Value::Null,
         "enable_events" | "disable_events" => {
             let on = method == "enable_events";
             if let Some(events) = &node.events {
@@ -272,6 +291,7 @@ mod tests {
             prefetch: 8,
             queues: vec!["plugin_schedule".into(), "celerity.schedule".into()],
             events: None,
+            inflight: Arc::default(),
             started: Instant::now(),
             clock: 0.into(),
         };
@@ -282,6 +302,8 @@ mod tests {
         assert_eq!(queues[0]["name"], "plugin_schedule");
         assert_eq!(queues[0]["exchange"]["name"], "default");
         assert_eq!(queues[1]["exchange"]["name"], "");
+        assert_eq!(answer(&node, "active"), Some(json!([])));
+        assert_eq!(answer(&node, "conf").unwrap()["worker_concurrency"], 4);
         assert_eq!(answer(&node, "shutdown"), None);
     }
 }

@@ -194,7 +194,8 @@ async fn session<F: Future<Output = ()>>(
             }
         })
     });
-    let pidbox = match crate::pidbox::start(conn, config, prefetch, events.clone()).await {
+    let inflight = Arc::new(crate::inflight::InFlight::default());
+    let pidbox = match crate::pidbox::start(conn, config, prefetch, events.clone(), inflight.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::error!(error = %e, "no remote control mailbox; celery inspect will not see this worker");
@@ -211,6 +212,7 @@ async fn session<F: Future<Output = ()>>(
         reply_to: uuid::Uuid::new_v4().to_string(),
         config: config.clone(),
         events: events.clone(),
+        inflight,
     });
     let sweeper = config.sweep_interval.map(|every| tokio::spawn(crate::sweep::periodically(ctx.clone(), every)));
     let permits = Arc::new(Semaphore::new(config.concurrency));
