@@ -197,3 +197,70 @@ async fn flower_lists_the_worker_and_its_tasks() {
     assert_eq!(task["name"], topology::SCHEDULE_TASK, "{task}");
     assert_eq!(task["worker"], node.as_str(), "{task}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_and_failed_tasks_show_as_celery_shows_them() {
+    use diesel::{Connection, RunQueryDsl};
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let (locked, refused) = (unique("l").replace('-', ""), unique("f").replace('-', ""));
+    for id in [&locked, &refused] {
+        insert_schedule(&tdb.url(), id, "1.0.0", State::Poll, &example_data(1, 0));
+    }
+    // A fatal error on one schedule's update: a trigger refuses it.
+    diesel::sql_query(format!(
+        "CREATE TRIGGER refuse_poll BEFORE UPDATE ON schedule_schedule FOR EACH ROW BEGIN \
+         IF NEW.trace_id = '{refused}' AND NEW.state <> 5 THEN \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the test trigger'; END IF; END"
+    ))
+    .execute(&mut tdb.connect())
+    .unwrap();
+    // A transient one on the other: its row is locked for a while (lock wait timeout).
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let mut conn = tdb.connect();
+        let id = locked.clone();
+        std::thread::spawn(move || {
+            conn.transaction::<_, diesel::result::Error, _>(|c| {
+                diesel::sql_query(format!("SELECT * FROM schedule_schedule WHERE trace_id = '{id}' FOR UPDATE"))
+                    .execute(c)?;
+                locked_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(2500));
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    locked_rx.recv().unwrap();
+    let url = vhost.url();
+    let dump = tokio::task::spawn_blocking(move || receiver(&url, 10)).await.unwrap();
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    config.db.lock_wait_timeout = Duration::from_secs(1);
+    config.retry.max_retries = 10;
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let messages: Vec<_> =
+        [&locked, &refused].iter().map(|id| task_message(topology::SCHEDULE_TASK, &[("trace_id", id)])).collect();
+    for m in &messages {
+        publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, m).await;
+    }
+    wait_for_rows(&tdb, Duration::from_secs(20), |r| r.values().all(|r| r.state >= State::Success.code())).await;
+    holder.join().unwrap();
+    let events = tokio::task::spawn_blocking(move || events_of(dump)).await.unwrap();
+    worker.stop().await.unwrap();
+
+    let outcomes = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["uuid"] == id)
+            .filter_map(|e| e["type"].as_str())
+            .filter(|k| *k != "task-received" && *k != "task-started")
+            .map(str::to_owned)
+            .collect()
+    };
+    let retried = outcomes(&messages[0].id);
+    assert!(retried.len() >= 2 && retried[..retried.len() - 1].iter().all(|k| k == "task-retried"), "{retried:?}");
+    assert_eq!(retried.last().map(String::as_str), Some("task-succeeded"), "{retried:?}");
+    assert_eq!(outcomes(&messages[1].id), ["task-failed"], "{events:?}");
+}

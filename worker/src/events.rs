@@ -154,15 +154,20 @@ impl Events {
     }
 
     /// The event of how a task ended: `succeeded` (the schedule task returns
-    /// nothing, whatever state it wrote), `retried`, `failed` (a database
-    /// error it could not retry) or `rejected` (handed back to the broker).
+    /// nothing, whatever state the plugin left), `retried` (a transient
+    /// database error), `failed` (a fatal one, or retries spent) or
+    /// `rejected` (handed back to the broker).
     pub async fn ended(&self, id: &str, outcome: Result<&str, &str>, runtime: Duration) {
         self.task_ended();
         let (kind, fields) = match outcome {
             Ok("retried") => {
                 ("task-retried", json!({"uuid": id, "exception": "transient database error", "traceback": ""}))
             }
-            Ok(how @ ("fatal" | "gave up")) => ("task-failed", json!({"uuid": id, "exception": how, "traceback": ""})),
+            // A FAIL written for a database error, or one with no schedule to
+            // fail: the Python task would have raised.
+            Ok(how @ ("failed" | "fatal" | "gave up")) => {
+                ("task-failed", json!({"uuid": id, "exception": how, "traceback": ""}))
+            }
             Ok(_) => ("task-succeeded", json!({"uuid": id, "result": "None", "runtime": runtime.as_secs_f64()})),
             Err(_) => ("task-rejected", json!({"uuid": id, "requeue": true})),
         };
