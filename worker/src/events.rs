@@ -6,14 +6,15 @@
 //! sent is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use broker_proto::{TaskMessage, repr};
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::{Map, Value, json};
 
+use crate::amqp::{json_transient, unix_now};
 use crate::broker::BrokerError;
 
 /// Celery's event exchange.
@@ -101,17 +102,12 @@ impl Events {
         };
         event.insert("type".into(), kind.into());
         event.insert("hostname".into(), self.hostname.clone().into());
-        event.insert("timestamp".into(), now_secs().into());
+        event.insert("timestamp".into(), unix_now().into());
         event.insert("utcoffset".into(), utcoffset().into());
         event.insert("pid".into(), std::process::id().into());
         event.insert("clock".into(), (self.clock.fetch_add(1, Ordering::Relaxed) + 1).into());
         let mut headers = FieldTable::default();
         headers.insert("hostname".into(), AMQPValue::LongString(LongString::from(self.hostname.as_str())));
-        let props = BasicProperties::default()
-            .with_content_type(ShortString::from("application/json"))
-            .with_content_encoding(ShortString::from("utf-8"))
-            .with_delivery_mode(1)
-            .with_headers(headers);
         let body = Value::Object(event).to_string();
         let routing_key = kind.replace('-', ".");
         let sent = self
@@ -121,7 +117,7 @@ impl Events {
                 routing_key.as_str().into(),
                 BasicPublishOptions::default(),
                 body.as_bytes(),
-                props,
+                json_transient(headers),
             )
             .await;
         if let Err(e) = sent {
@@ -178,10 +174,6 @@ impl Events {
 /// Celery's `utcoffset()`: hours west of UTC.
 fn utcoffset() -> i64 {
     -i64::from(chrono::Local::now().offset().local_minus_utc()) / 3600
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 /// The 1, 5 and 15 minute load averages, as Celery reports them.

@@ -104,8 +104,7 @@ impl Held {
 
     /// Running from now.
     pub fn active(&self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64());
-        self.inflight.set(&self.id, Phase::Active(now.unwrap_or_default()));
+        self.inflight.set(&self.id, Phase::Active(crate::amqp::unix_now()));
     }
 }
 

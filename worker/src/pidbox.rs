@@ -11,18 +11,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::{Value, json};
 
-use broker_proto::topology;
+use broker_proto::{header, topology};
 
+use crate::amqp::{json_transient, unix_now};
 use crate::broker::BrokerError;
 use crate::config::WorkerConfig;
 use crate::events::Events;
@@ -110,12 +111,13 @@ pub async fn start(
     });
     Ok(tokio::spawn(async move {
         while let Some(Ok(delivery)) = consumer.next().await {
-            let clock = delivery.properties.headers().as_ref().and_then(|h| header_int(h, "clock"));
-            if let Some(seen) = clock {
+            let headers = delivery.properties.headers().as_ref().map(FieldTable::inner);
+            let clock = headers.and_then(|h| h.get("clock")).and_then(header::as_int);
+            if let Some(seen) = clock.and_then(|c| u64::try_from(c).ok()) {
                 node.clock.fetch_max(seen, Ordering::Relaxed);
             }
-            let expires = delivery.properties.headers().as_ref().and_then(|h| header_float(h, "expires"));
-            if expires.is_some_and(|at| at > 0.0 && now_secs() > at) {
+            let expires = headers.and_then(|h| h.get("expires")).and_then(header::as_float);
+            if expires.is_some_and(|at| at > 0.0 && unix_now() > at) {
                 continue;
             }
             match serde_json::from_slice::<Value>(&delivery.data) {
@@ -151,13 +153,14 @@ async fn handle(node: &Node, channel: &Channel, request: &Value) {
     headers.insert("ticket".into(), AMQPValue::LongString(LongString::from(ticket)));
     let clock = node.clock.fetch_add(1, Ordering::Relaxed) + 1;
     headers.insert("clock".into(), AMQPValue::LongLongInt(i64::try_from(clock).unwrap_or(i64::MAX)));
-    let props = BasicProperties::default()
-        .with_content_type(ShortString::from("application/json"))
-        .with_content_encoding(ShortString::from("utf-8"))
-        .with_delivery_mode(1)
-        .with_headers(headers);
     let sent = channel
-        .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body.as_bytes(), props)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            json_transient(headers),
+        )
         .await;
     if let Err(e) = sent {
         tracing::warn!(error = %e, method, "remote control reply not sent");
@@ -243,30 +246,6 @@ fn answer(node: &Node, method: &str) -> Option<Value> {
         }),
         _ => return None,
     })
-}
-
-fn header_int(headers: &FieldTable, name: &str) -> Option<u64> {
-    match headers.inner().get(name)? {
-        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
-        _ => None,
-    }
-}
-
-fn header_float(headers: &FieldTable, name: &str) -> Option<f64> {
-    match headers.inner().get(name)? {
-        AMQPValue::Double(x) => Some(*x),
-        AMQPValue::Float(x) => Some(f64::from(*x)),
-        AMQPValue::LongLongInt(n) => Some(*n as f64),
-        AMQPValue::LongInt(n) => Some(f64::from(*n)),
-        _ => None,
-    }
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 #[cfg(test)]
