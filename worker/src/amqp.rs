@@ -59,6 +59,21 @@ pub fn basic_properties(props: &Properties) -> Result<BasicProperties, PropertyT
     Ok(out)
 }
 
+/// Properties of a kombu JSON message that need not survive a broker restart
+/// (events, remote-control replies): JSON in UTF-8, transient, `headers`.
+pub fn json_transient(headers: lapin::types::FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_content_encoding(ShortString::from("utf-8"))
+        .with_delivery_mode(1)
+        .with_headers(headers)
+}
+
+/// Seconds since the UNIX epoch, as Celery's `time()` stamps events and expiries.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,19 +99,4 @@ mod tests {
         let props = Properties { correlation_id: Some("x".repeat(256)), ..Properties::default() };
         assert_eq!(basic_properties(&props).unwrap_err(), PropertyTooLong { name: "correlation_id", len: 256 });
     }
-}
-
-/// Properties of a kombu JSON message that need not survive a broker restart
-/// (events, remote-control replies): JSON in UTF-8, transient, `headers`.
-pub fn json_transient(headers: lapin::types::FieldTable) -> BasicProperties {
-    BasicProperties::default()
-        .with_content_type(ShortString::from("application/json"))
-        .with_content_encoding(ShortString::from("utf-8"))
-        .with_delivery_mode(1)
-        .with_headers(headers)
-}
-
-/// Seconds since the UNIX epoch, as Celery's `time()` stamps events and expiries.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }

@@ -55,8 +55,9 @@ pub(crate) async fn handle(
         Err(e) => return settle(&delivery, Err(e)).await,
     }
     let opts = DecodeOptions { naive_zone: ctx.config.db.time_zone, ..DecodeOptions::default() };
+    // Shared with the in-flight view without a copy.
     let msg = match broker_proto::decode(&properties_of(&delivery.properties), &delivery.data, &opts) {
-        Ok(msg) => msg,
+        Ok(msg) => Arc::new(msg),
         Err(e) => {
             let result = dead_letter(&ctx.publisher, &delivery, &format!("cannot decode: {e}")).await;
             return settle(&delivery, result).await;
@@ -79,11 +80,10 @@ pub(crate) async fn handle(
             events.received(&msg).await;
         }
         let held = ctx.inflight.hold(
-            &msg,
+            msg.clone(),
             delivery.exchange.as_str(),
             delivery.routing_key.as_str(),
             delivery.redelivered,
-            &ctx.config.hostname,
         );
         let now = Utc::now();
         if let Some(expires) = msg.expires

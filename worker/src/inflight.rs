@@ -1,6 +1,8 @@
 //! The deliveries this worker holds, as `celery inspect active`, `reserved`
 //! and `scheduled` list them: each entry lives from decoding to settlement
 //! and goes away when its guard drops, whatever path the delivery takes.
+//! Holding costs a map entry; the request fields are rendered only when a
+//! command asks for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,10 +22,19 @@ enum Phase {
     Active(f64),
 }
 
+/// One held delivery; its request dict is rendered only when asked for.
+struct Entry {
+    msg: Arc<TaskMessage>,
+    exchange: String,
+    routing_key: String,
+    redelivered: bool,
+    phase: Phase,
+}
+
 /// The deliveries held now, by task id.
-#[derive(Default)]
 pub struct InFlight {
-    tasks: Mutex<HashMap<String, (Value, Phase)>>,
+    hostname: String,
+    tasks: Mutex<HashMap<String, Entry>>,
 }
 
 /// Removes its entry when dropped.
@@ -33,29 +44,23 @@ pub struct Held {
 }
 
 impl InFlight {
-    /// Records a delivery as reserved, with Celery's request fields.
-    pub fn hold(
-        self: &Arc<Self>,
-        msg: &TaskMessage,
-        exchange: &str,
-        routing_key: &str,
-        redelivered: bool,
-        hostname: &str,
-    ) -> Held {
-        let info = json!({
-            "id": msg.id,
-            "name": msg.task,
-            "args": msg.argsrepr.clone().unwrap_or_else(|| repr::args_repr(&msg.args)),
-            "kwargs": msg.kwargsrepr.clone().unwrap_or_else(|| repr::kwargs_repr(&msg.kwargs)),
-            "type": msg.task,
-            "hostname": hostname,
-            "time_start": null,
-            "acknowledged": false,
-            "delivery_info": {"exchange": exchange, "routing_key": routing_key, "priority": 0, "redelivered": redelivered},
-            "worker_pid": std::process::id(),
-        });
-        self.lock().insert(msg.id.clone(), (info, Phase::Reserved));
-        Held { inflight: self.clone(), id: msg.id.clone() }
+    /// No deliveries yet, for the worker called `hostname`.
+    pub fn new(hostname: &str) -> InFlight {
+        InFlight { hostname: hostname.to_owned(), tasks: Mutex::default() }
+    }
+
+    /// Records a delivery as reserved.
+    pub fn hold(self: &Arc<Self>, msg: Arc<TaskMessage>, exchange: &str, routing_key: &str, redelivered: bool) -> Held {
+        let id = msg.id.clone();
+        let entry = Entry {
+            msg,
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            redelivered,
+            phase: Phase::Reserved,
+        };
+        self.lock().insert(id.clone(), entry);
+        Held { inflight: self.clone(), id }
     }
 
     /// The entries in `kind` (`active`, `reserved` or `scheduled`), as Celery shows them.
@@ -63,15 +68,11 @@ impl InFlight {
         let tasks = self.lock();
         let mut out: Vec<Value> = tasks
             .values()
-            .filter_map(|(info, phase)| match (kind, phase) {
-                ("reserved", Phase::Reserved) => Some(info.clone()),
-                ("active", Phase::Active(since)) => {
-                    let mut info = info.clone();
-                    info["time_start"] = json!(since);
-                    Some(info)
-                }
+            .filter_map(|entry| match (kind, &entry.phase) {
+                ("reserved", Phase::Reserved) => Some(self.info(entry, None)),
+                ("active", Phase::Active(since)) => Some(self.info(entry, Some(*since))),
                 ("scheduled", Phase::Scheduled(eta)) => {
-                    Some(json!({"eta": eta.to_rfc3339(), "priority": 0, "request": info}))
+                    Some(json!({"eta": eta.to_rfc3339(), "priority": 0, "request": self.info(entry, None)}))
                 }
                 _ => None,
             })
@@ -80,13 +81,35 @@ impl InFlight {
         out
     }
 
+    /// Celery's request fields (`Request.info()`) for one entry.
+    fn info(&self, entry: &Entry, time_start: Option<f64>) -> Value {
+        let msg = &entry.msg;
+        json!({
+            "id": msg.id,
+            "name": msg.task,
+            "args": msg.argsrepr.clone().unwrap_or_else(|| repr::args_repr(&msg.args)),
+            "kwargs": msg.kwargsrepr.clone().unwrap_or_else(|| repr::kwargs_repr(&msg.kwargs)),
+            "type": msg.task,
+            "hostname": self.hostname,
+            "time_start": time_start,
+            "acknowledged": false,
+            "delivery_info": {
+                "exchange": entry.exchange,
+                "routing_key": entry.routing_key,
+                "priority": 0,
+                "redelivered": entry.redelivered,
+            },
+            "worker_pid": std::process::id(),
+        })
+    }
+
     fn set(&self, id: &str, phase: Phase) {
         if let Some(entry) = self.lock().get_mut(id) {
-            entry.1 = phase;
+            entry.phase = phase;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Value, Phase)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -270,7 +270,7 @@ mod tests {
             prefetch: 8,
             queues: vec!["plugin_schedule".into(), "celerity.schedule".into()],
             events: None,
-            inflight: Arc::default(),
+            inflight: Arc::new(InFlight::new("n@h")),
             started: Instant::now(),
             clock: 0.into(),
         };

@@ -194,7 +194,7 @@ async fn session<F: Future<Output = ()>>(
             }
         })
     });
-    let inflight = Arc::new(crate::inflight::InFlight::default());
+    let inflight = Arc::new(crate::inflight::InFlight::new(&config.hostname));
     let pidbox = match crate::pidbox::start(conn, config, prefetch, events.clone(), inflight.clone()).await {
         Ok(task) => Some(task),
         Err(e) => {
