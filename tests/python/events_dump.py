@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Receives Celery events with Celery's own receiver for SECONDS and prints
-them as one JSON list.
+"""Receives Celery events with Celery's own receiver for SECONDS, or until a
+worker-offline event, and prints them as one JSON list.
 
     events_dump.py BROKER_URL SECONDS
 
@@ -26,7 +26,7 @@ def main():
         # The context declares and binds the receiver's queue, as `capture` does.
         with recv.consumer_context(wakeup=False) as (connection, _, _):
             print("ready", file=sys.stderr, flush=True)
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not any(e.get("type") == "worker-offline" for e in got):
                 try:
                     connection.drain_events(timeout=0.5)
                 except (socket.timeout, TimeoutError):

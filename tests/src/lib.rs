@@ -587,3 +587,22 @@ pub fn celerity_bin() -> PathBuf {
     assert!(path.exists(), "no celerity binary at {} (build the workspace, or set CELERITY_BIN)", path.display());
     path
 }
+
+/// A local address with a port free right now, for a server a test starts.
+pub fn free_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port")
+}
+
+/// GET `path` over plain HTTP/1.1: the status code and the body, or why
+/// there is no answer (a server still starting refuses the connection).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    let status = status.ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {out}")))?;
+    Ok((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}

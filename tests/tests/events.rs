@@ -11,12 +11,14 @@ use broker_proto::topology;
 use celerity::plugin::Registry;
 use celerity_db::State;
 use celerity_tests::{
-    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, example_data, insert_schedule,
-    migrated_database, publish_task, python, python_script, task_message, unique, wait_for_rows, worker_config,
+    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, example_data, free_local_addr, http_get,
+    insert_schedule, migrated_database, publish_task, python, python_script, task_message, unique, wait_for_rows,
+    worker_config,
 };
 use serde_json::Value;
 
-/// Starts the Python receiver for `seconds`; returns once its queue is bound.
+/// Starts the Python receiver for `seconds` or until a worker goes offline;
+/// returns once its queue is bound.
 fn receiver(broker: &str, seconds: u32) -> std::process::Child {
     let mut child = Command::new(python())
         .arg(python_script("events_dump.py"))
@@ -47,7 +49,7 @@ async fn celerys_receiver_sees_the_worker_and_its_tasks() {
     let trace_id = unique("e").replace('-', "");
     insert_schedule(&tdb.url(), &trace_id, "1.0.0", State::Poll, &example_data(2, 0));
     let url = vhost.url();
-    let dump = tokio::task::spawn_blocking(move || receiver(&url, 12)).await.unwrap();
+    let dump = tokio::task::spawn_blocking(move || receiver(&url, 60)).await.unwrap();
 
     let node = format!("{}@celerity-test", unique("node"));
     let mut config = worker_config(&vhost.url(), &tdb.url());
@@ -130,16 +132,9 @@ async fn disable_and_enable_events_by_control_command() {
     worker.stop().await.unwrap();
 }
 
-/// GET `url` with curl-free std I/O: the body of a 200 answer, or `None`.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+/// The body of a 200 answer to GET `path`, or `None`.
+fn ok_body(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    http_get(addr, path).ok().filter(|(status, _)| *status == 200).map(|(_, body)| body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -148,8 +143,8 @@ async fn flower_lists_the_worker_and_its_tasks() {
     let tdb = migrated_database();
     let (_conn, ch) = confirmed_channel(&vhost).await;
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = free_local_addr();
+    let port = addr.port();
     let mut flower = Command::new(python())
         .args(["-m", "celery", "-b", &vhost.url(), "flower", &format!("--port={port}"), "--address=127.0.0.1"])
         .env("FLOWER_UNAUTHENTICATED_API", "1")
@@ -159,7 +154,7 @@ async fn flower_lists_the_worker_and_its_tasks() {
         .expect("run flower");
     // Flower is up once its API answers.
     let start = std::time::Instant::now();
-    while tokio::task::spawn_blocking(move || http_get(addr, "/api/workers")).await.unwrap().is_none() {
+    while tokio::task::spawn_blocking(move || ok_body(addr, "/api/workers")).await.unwrap().is_none() {
         assert!(start.elapsed() < Duration::from_secs(30), "flower did not start");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -178,10 +173,10 @@ async fn flower_lists_the_worker_and_its_tasks() {
     let (mut workers, mut task) = (Value::Null, Value::Null);
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        let got = tokio::task::spawn_blocking(move || http_get(addr, "/api/workers?refresh=1")).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || ok_body(addr, "/api/workers?refresh=1")).await.unwrap();
         workers = got.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
         let path = format!("/api/task/info/{}", first.id);
-        let got = tokio::task::spawn_blocking(move || http_get(addr, &path)).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || ok_body(addr, &path)).await.unwrap();
         task = got.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(Value::Null);
         if workers.get(&node).is_some() && task["state"] == "SUCCESS" {
             break;
@@ -217,6 +212,9 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
     ))
     .execute(&mut tdb.connect())
     .unwrap();
+    // Listening first: the lock below lasts 2.5 s from now.
+    let url = vhost.url();
+    let dump = tokio::task::spawn_blocking(move || receiver(&url, 10)).await.unwrap();
     // A transient one on the other: its row is locked for a while (lock wait timeout).
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let holder = {
@@ -234,8 +232,6 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
         })
     };
     locked_rx.recv().unwrap();
-    let url = vhost.url();
-    let dump = tokio::task::spawn_blocking(move || receiver(&url, 10)).await.unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.db.lock_wait_timeout = Duration::from_secs(1);
     config.retry.max_retries = 10;

@@ -2,8 +2,7 @@
 //! MariaDB: the counters match what the worker did, and health follows the
 //! database and the broker.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
@@ -11,30 +10,15 @@ use celerity::plugin::Registry;
 use celerity_db::{Db, DbConfig, State, migrate};
 use celerity_tests::{
     InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, example_data,
-    insert_schedule, migrated_database, publish_task, task_message, unique, wait_for_rows, worker_config,
+    free_local_addr, http_get, insert_schedule, migrated_database, publish_task, task_message, unique, wait_for_rows,
+    worker_config,
 };
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// GET `path`: the status code and the body, or why there is no answer
-/// (the worker binds its port only once it has started).
-fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), std::io::Error> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{out}"));
-    Ok((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-}
 
 /// Waits until `path` answers with `want`, returning the last body.
 async fn until_status(addr: SocketAddr, path: &'static str, want: u16, within: Duration) -> String {
     let start = Instant::now();
     loop {
-        let answer = tokio::task::spawn_blocking(move || get(addr, path)).await.unwrap();
+        let answer = tokio::task::spawn_blocking(move || http_get(addr, path)).await.unwrap();
         if let Ok((status, body)) = &answer
             && *status == want
         {
@@ -60,7 +44,7 @@ async fn metrics_count_what_the_worker_did() {
     for id in &ids {
         insert_schedule(&tdb.url(), id, "1.0.0", State::Poll, &example_data(2, 1));
     }
-    let http = free_addr();
+    let http = free_local_addr();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.http_addr = http;
     let worker = InProcessWorker::start(config, Registry::with_builtin());
@@ -77,7 +61,7 @@ async fn metrics_count_what_the_worker_did() {
     assert_eq!(body, "ok\n");
     let start = Instant::now();
     let metrics = loop {
-        let (status, metrics) = tokio::task::spawn_blocking(move || get(http, "/metrics")).await.unwrap().unwrap();
+        let (status, metrics) = tokio::task::spawn_blocking(move || http_get(http, "/metrics")).await.unwrap().unwrap();
         assert_eq!(status, 200);
         if sample(&metrics, "celerity_dead_lettered_total").is_some()
             && sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="success"}"#) == Some(5.0)
@@ -105,7 +89,7 @@ async fn healthz_follows_the_database_and_the_broker() {
     let mut server = PrivateMariadb::start();
     let tdb = TestDatabase::create_on(&server.base());
     Db::new(DbConfig::new(tdb.url())).unwrap().blocking(migrate::run).unwrap();
-    let http = free_addr();
+    let http = free_local_addr();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.http_addr = http;
     let worker = InProcessWorker::start(config, Registry::with_builtin());
