@@ -588,6 +588,16 @@ pub fn celerity_bin() -> PathBuf {
     path
 }
 
+/// The `celerity` binary a benchmark measures: `CELERITY_BIN`, else the
+/// release build, else the debug build.
+pub fn bench_celerity_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CELERITY_BIN") {
+        return p.into();
+    }
+    let release = workspace_root().join("target/release/celerity");
+    if release.exists() { release } else { workspace_root().join("target/debug/celerity") }
+}
+
 /// A local address with a port free right now, for a server a test starts.
 pub fn free_local_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port")

@@ -4,6 +4,7 @@
 
 use broker_proto::topology;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use lapin::options::BasicPublishOptions;
 
 use crate::{TestDatabase, task_message};
@@ -47,4 +48,14 @@ pub async fn publish_schedule(ch: &lapin::Channel, trace_id: &str) -> lapin::Pub
     ch.basic_publish("".into(), topology::SCHEDULE_QUEUE.name.into(), BasicPublishOptions::default(), &out.body, props)
         .await
         .expect("publish")
+}
+
+/// The one `BIGINT` column `n` that `sql` selects, e.g. `SELECT COUNT(*) AS n ...`.
+pub fn count(db: &TestDatabase, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(sql).get_result::<N>(&mut db.connect()).unwrap_or_else(|e| panic!("{sql}: {e}")).n
 }

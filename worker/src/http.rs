@@ -72,7 +72,7 @@ async fn metrics(State(health): State<Arc<Health>>) -> String {
     let (in_use, idle) = health.db.pool_connections();
     metrics::gauge!(meters::DB_POOL, "state" => "in_use").set(f64::from(in_use));
     metrics::gauge!(meters::DB_POOL, "state" => "idle").set(f64::from(idle));
-    meters::handle().render()
+    meters::render()
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {

@@ -82,8 +82,10 @@ pub async fn run_with(
         Ok(Err(join)) => panic!("database check panicked: {join}"),
         Err(_) => tracing::warn!("database not answering at start-up; polls will retry until it does"),
     }
-    // Before any metric is recorded: what comes earlier is lost.
-    crate::meters::handle();
+    // Before any metric is recorded: what comes earlier is lost. The timer
+    // drains histogram samples whether or not anyone scrapes; it stops when
+    // the worker returns.
+    let _upkeep = crate::meters::upkeep(crate::meters::UPKEEP_INTERVAL);
     let health = Health::new(db.clone());
     let _server = match crate::http::serve(config.http_addr, health.clone()).await {
         Ok(server) => {

@@ -33,13 +33,11 @@ use std::time::{Duration, Instant};
 
 use broker_proto::topology;
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
-use celerity_tests::workload::{insert_rows, publish_first_polls};
+use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
     TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, python, python_script,
-    workspace_root,
+    bench_celerity_bin,
 };
-use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 
 const ALL: &[&str] =
     &["raw", "celerity-1", "celerity-2", "celerity-1-framework-queue", "python-threads", "python-prefork"];
@@ -84,13 +82,6 @@ fn args(argv: &[String]) -> Args {
     a
 }
 
-fn celerity_bin() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("CELERITY_BIN") {
-        return p.into();
-    }
-    let release = workspace_root().join("target/release/celerity");
-    if release.exists() { release } else { workspace_root().join("target/debug/celerity") }
-}
 
 /// One contender's figures.
 struct Figures {
@@ -116,14 +107,6 @@ impl Figures {
     }
 }
 
-fn count(db: &TestDatabase, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<N>(&mut db.connect()).map(|r| r.n).unwrap_or(-1)
-}
 
 fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: u16) -> Child {
     let log = std::env::temp_dir().join(format!("celerity-bench-{contender}-{k}.log"));
@@ -135,7 +118,7 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             c
         }
         c if c.starts_with("celerity") => {
-            let mut c = Command::new(celerity_bin());
+            let mut c = Command::new(bench_celerity_bin());
             c.args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url()])
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
@@ -308,7 +291,7 @@ async fn main() {
         return raw::run(&argv[1..]).await;
     }
     let a = args(&argv);
-    println!("celerity binary: {}", celerity_bin().display());
+    println!("celerity binary: {}", bench_celerity_bin().display());
     let mut all = Vec::new();
     for c in &a.contenders {
         let f = run(c, &a).await;

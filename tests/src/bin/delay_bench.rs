@@ -14,18 +14,17 @@
 //! Needs the services up and a built `celerity` (CELERITY_BIN, else
 //! target/release/celerity, else target/debug/celerity).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{FieldTable, delay, topology};
 use celerity_tests::procfs::rss_kib;
-use celerity_tests::workload::{insert_rows, publish_first_polls};
+use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
-    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, workspace_root,
+    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, bench_celerity_bin,
 };
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double};
+use diesel::sql_types::Double;
 use lapin::options::QueueDeclareOptions;
 
 struct Args {
@@ -51,13 +50,6 @@ fn args() -> Args {
     a
 }
 
-fn celerity_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CELERITY_BIN") {
-        return p.into();
-    }
-    let release = workspace_root().join("target/release/celerity");
-    if release.exists() { release } else { workspace_root().join("target/debug/celerity") }
-}
 
 async fn depth(ch: &lapin::Channel, queue: &str) -> u64 {
     ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
@@ -74,17 +66,9 @@ async fn delay_depth(ch: &lapin::Channel) -> u64 {
     total
 }
 
-fn count(db: &TestDatabase, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<N>(&mut db.connect()).unwrap().n
-}
 
 fn start_worker(vhost: &Vhost, db: &TestDatabase, log: &str) -> Child {
-    Command::new(celerity_bin())
+    Command::new(bench_celerity_bin())
         .args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url(), "--concurrency", "32"])
         .args(["--queues", "plugin_schedule", "--log-format", "json"])
         .env("RUST_LOG", "warn")
@@ -96,7 +80,7 @@ fn start_worker(vhost: &Vhost, db: &TestDatabase, log: &str) -> Child {
 #[tokio::main]
 async fn main() {
     let a = args();
-    println!("celerity binary: {}", celerity_bin().display());
+    println!("celerity binary: {}", bench_celerity_bin().display());
     memory(&a).await;
     lateness(&a).await;
 }
