@@ -14,7 +14,7 @@ mod models;
 mod pool;
 pub mod repo;
 pub mod schema;
-pub mod sweep;
+pub mod stranded;
 
 pub use chrono_tz::Tz;
 pub use codes::MysqlCode;

@@ -104,7 +104,7 @@ pub async fn connect(url: &str) -> Connection {
 /// (durable, `x-max-priority = 255`, bound to the direct exchange `default`),
 /// with the worker's own code.
 pub async fn declare_framework_queue(channel: &Channel, queue: &str) {
-    celerity::broker::declare_framework_queue(channel, queue, celerity::config::QueueType::Classic)
+    celerity::broker::declare_framework_queue(channel, queue, celerity::broker::QueueType::Classic)
         .await
         .expect("declare a framework queue");
 }
@@ -146,7 +146,7 @@ pub async fn publish_raw(
 /// Encodes `m` as Celery would and publishes it, confirmed.
 pub async fn publish_task(channel: &Channel, exchange: &str, routing_key: &str, m: &broker_proto::TaskMessage) {
     let out = broker_proto::encode(m, chrono::Utc::now()).expect("encode");
-    let props = celerity::amqp::basic_properties(&out.properties).expect("properties");
+    let props = celerity::broker::properties::basic_properties(&out.properties).expect("properties");
     publish_raw(channel, exchange, routing_key, &out.body, props).await;
 }
 
@@ -425,37 +425,28 @@ fn diesel_ping(url: &str) -> bool {
 /// A worker configuration for tests: small pool, short timeouts, retries in
 /// tenths of a second, so failure paths finish quickly.
 pub fn worker_config(broker_url: &str, database_url: &str) -> celerity::config::WorkerConfig {
-    use celerity::config::{LogFormat, WorkerConfig};
-    use celerity::retry::RetryPolicy;
+    use celerity::config::{Backoff, WorkerConfig};
+    let defaults = WorkerConfig::new(broker_url, database_url);
     WorkerConfig {
-        broker_url: broker_url.to_owned(),
-        broker_ca_pem: None,
         db: celerity_db::DbConfig {
             pool_size: 8,
             checkout_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(5),
             lock_wait_timeout: Duration::from_secs(2),
-            ..celerity_db::DbConfig::new(database_url)
+            ..defaults.db.clone()
         },
-        queues: ["plugin_schedule", "plugin_callback", "schedule_delete"].map(String::from).to_vec(),
-        next_poll_queue: broker_proto::topology::NEXT_POLL_QUEUE.into(),
         concurrency: 4,
-        eta_hold: 100,
         // Below the 1 s retry countdowns of the tests, so those go through the delay queues.
         eta_window: Duration::from_millis(500),
-        queue_type: celerity::config::QueueType::Classic,
         max_deliveries: 5,
         hostname: unique("celerity-test"),
         http_addr: "127.0.0.1:0".parse().expect("socket address"),
-        log_format: LogFormat::Text,
-        retry: RetryPolicy { base: Duration::from_millis(200), max: Duration::from_millis(800), max_retries: 3 },
+        backoff: Backoff { base: Duration::from_millis(200), max: Duration::from_millis(800), max_retries: 3 },
         shutdown_grace: Duration::from_secs(5),
         broker_wait: Duration::from_secs(10),
-        delete_after_days: 30,
         delete_batch: 100,
         sweep_interval: None,
-        events: true,
-        sweep: celerity::sweep::SweepSettings { margin: Duration::from_secs(300), batch: 1000 },
+        ..defaults
     }
 }
 
@@ -467,7 +458,7 @@ pub struct InProcessWorker {
 
 impl InProcessWorker {
     /// Starts `celerity::worker::run_with` on the current runtime.
-    pub fn start(config: celerity::config::WorkerConfig, registry: celerity::plugin::Registry) -> InProcessWorker {
+    pub fn start(config: celerity::config::WorkerConfig, registry: celerity::plugins::Registry) -> InProcessWorker {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(celerity::worker::run_with(config, registry, async move {
             let _ = stopped.await;

@@ -44,7 +44,7 @@ pub async fn publish_first_polls(ch: &lapin::Channel, prefix: &str, n: usize) {
 pub async fn publish_schedule(ch: &lapin::Channel, trace_id: &str) -> lapin::PublisherConfirm {
     let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)]);
     let out = broker_proto::encode(&m, chrono::Utc::now()).expect("encode");
-    let props = celerity::amqp::basic_properties(&out.properties).expect("properties");
+    let props = celerity::broker::properties::basic_properties(&out.properties).expect("properties");
     ch.basic_publish("".into(), topology::SCHEDULE_QUEUE.name.into(), BasicPublishOptions::default(), &out.body, props)
         .await
         .expect("publish")

@@ -6,10 +6,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broker_proto::{DecodeOptions, FieldTable, decode, delay, eta_after, header, topology};
-use celerity::amqp::properties_of;
-use celerity::broker::{DEAD_LETTER_QUEUE, Publisher, declare_topology};
-use celerity::config::QueueType;
-use celerity::plugin::Registry;
+use celerity::broker::QueueType;
+use celerity::broker::properties::properties_of;
+use celerity::broker::{DEAD_LETTER_QUEUE, Publish, Publisher, declare_topology};
+use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
     InProcessWorker, Vhost, confirmed_channel, example_data, insert_schedule, migrated_database, publish_task, python,
@@ -151,7 +151,8 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
         let mut m = task_message(topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]);
         if queue_type == QueueType::Classic {
             // Earlier copies were delivered 4 times (Celerity's own counter).
-            m.extra_headers.insert(celerity::poison::DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(4));
+            m.extra_headers
+                .insert(celerity::tasks::headers::DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(4));
         }
         publish_task(&ch, "", queue, &m).await;
         // A consumer that dies on it: taken and handed back, again and again.

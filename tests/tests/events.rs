@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker_proto::topology;
-use celerity::plugin::Registry;
+use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
     InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, example_data, free_local_addr, http_get,
@@ -234,7 +234,7 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
     locked_rx.recv().unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.db.lock_wait_timeout = Duration::from_secs(1);
-    config.retry.max_retries = 10;
+    config.backoff.max_retries = 10;
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let messages: Vec<_> =
         [&locked, &refused].iter().map(|id| task_message(topology::SCHEDULE_TASK, &[("trace_id", id)])).collect();

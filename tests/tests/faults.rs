@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{encode, topology};
-use celerity::amqp::basic_properties;
+use celerity::broker::properties::basic_properties;
 use celerity_db::State;
 use celerity_tests::ledger::{self, Expect, Report};
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use broker_proto::{DecodeOptions, TaskMessage, Value, decode, encode, eta_after, header, repr, time, topology};
-use celerity::amqp::{basic_properties, properties_of};
+use celerity::broker::properties::{basic_properties, properties_of};
 use celerity_tests::{
     ChildGuard, Vhost, connect, declare_framework_queue, python, python_script, temp_dir, unique, wait_for_json_lines,
 };

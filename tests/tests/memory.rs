@@ -7,10 +7,12 @@
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
-use celerity::meters;
-use celerity::plugin::Registry;
+use celerity::control::meters;
+use celerity::plugins::Registry;
 use celerity_tests::workload::{insert_rows, publish_first_polls};
-use celerity_tests::{InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, migrated_database, worker_config};
+use celerity_tests::{
+    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, migrated_database, worker_config,
+};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
-use celerity::plugin::Registry;
+use celerity::plugins::Registry;
 use celerity_db::{Db, DbConfig, State, migrate};
 use celerity_tests::{
     InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, example_data,

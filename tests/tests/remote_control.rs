@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use celerity::plugin::Registry;
+use celerity::plugins::Registry;
 use celerity_tests::{InProcessWorker, Vhost, migrated_database, python, unique, worker_config};
 use serde_json::Value;
 
@@ -69,17 +69,17 @@ async fn celery_inspect_gets_answers_from_a_celerity_worker() {
 /// Sleeps, then succeeds: a poll that is running when inspected.
 struct Sleepy;
 
-impl celerity::plugin::Plugin for Sleepy {
+impl celerity::plugins::Plugin for Sleepy {
     type Inputs = serde_json::Value;
     type ContextData = serde_json::Value;
 
     fn execute(
         &self,
         _: serde_json::Value,
-        _: &mut celerity::plugin::Context<serde_json::Value>,
-    ) -> celerity::plugin::Outcome {
+        _: &mut celerity::plugins::Context<serde_json::Value>,
+    ) -> celerity::plugins::Outcome {
         std::thread::sleep(Duration::from_secs(8));
-        celerity::plugin::Outcome::Success
+        celerity::plugins::Outcome::Success
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker_proto::topology;
-use celerity::plugin::{Context, Outcome, Plugin, Registry};
+use celerity::plugins::{Context, Outcome, Plugin, Registry};
 use celerity_db::State;
 use celerity_tests::{
     InProcessWorker, TestDatabase, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,

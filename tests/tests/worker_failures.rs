@@ -10,9 +10,9 @@
 use std::time::{Duration, Instant};
 
 use broker_proto::{DecodeOptions, FieldTable, TaskMessage, decode, delay, encode, header, topology};
-use celerity::amqp::{basic_properties, properties_of};
-use celerity::config::QueueType;
-use celerity::plugin::Registry;
+use celerity::broker::QueueType;
+use celerity::broker::properties::{basic_properties, properties_of};
+use celerity::plugins::Registry;
 use celerity_db::{Db, DbConfig, State, migrate, repo};
 use celerity_tests::{
     InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, example_data, insert_schedule,
@@ -118,9 +118,9 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     let (mut server, tdb, trace_id) = private_server_with_schedule(1);
     server.stop();
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.retry.base = Duration::from_secs(1);
-    config.retry.max = Duration::from_secs(4);
-    config.retry.max_retries = 10;
+    config.backoff.base = Duration::from_secs(1);
+    config.backoff.max = Duration::from_secs(4);
+    config.backoff.max_retries = 10;
     config.db.checkout_timeout = Duration::from_millis(300);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let original = schedule_message(&trace_id);
@@ -192,7 +192,7 @@ async fn lock_wait_at_update_is_retried_and_bookkept_then_succeeds() {
     locked_rx.recv().unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.db.lock_wait_timeout = Duration::from_secs(1);
-    config.retry.base = Duration::from_secs(1);
+    config.backoff.base = Duration::from_secs(1);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
 
@@ -231,9 +231,9 @@ async fn database_down_past_the_retry_budget_ends_fail_once_it_returns() {
     server.stop();
 
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.retry.base = Duration::from_secs(1);
-    config.retry.max = Duration::from_secs(1);
-    config.retry.max_retries = 2;
+    config.backoff.base = Duration::from_secs(1);
+    config.backoff.max = Duration::from_secs(1);
+    config.backoff.max_retries = 2;
     config.db.checkout_timeout = Duration::from_millis(200);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     publish_via_exchange(&ch, &schedule_message(&trace_id)).await;

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{TaskMessage, time, topology};
-use celerity::config::QueueType;
-use celerity::plugin::Registry;
+use celerity::broker::QueueType;
+use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
     ChildGuard, InProcessWorker, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
@@ -139,7 +139,7 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
     let mut waiting = std::collections::BTreeMap::new();
     for queue in [topology::SCHEDULE_QUEUE.name, topology::NEXT_POLL_QUEUE] {
         while let Some(got) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
-            let props = celerity::amqp::properties_of(&got.delivery.properties);
+            let props = celerity::broker::properties::properties_of(&got.delivery.properties);
             let m = broker_proto::decode(&props, &got.delivery.data, &Default::default()).unwrap();
             *waiting.entry(m.kwarg_str("trace_id").unwrap().to_owned()).or_insert(0) += 1;
         }

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use celerity::plugin::{Context, Outcome, Plugin, Registry};
+use celerity::plugins::{Context, Outcome, Plugin, Registry};
 use celerity_tests::{
     ChildGuard, InProcessWorker, RowView, Vhost, framework_app, migrated_database, python, python_script, temp_dir,
     wait_for_rows, worker_config,

@@ -1,28 +1,14 @@
-//! The Celerity worker library: the binary only parses its command line and
-//! calls [`worker::run`].
+//! The Celerity worker library. A delivery enters in [`delivery`], is
+//! decided by a task in [`tasks`] (running a plugin from [`plugins`]), and
+//! leaves as database writes and confirmed messages through [`broker`];
+//! [`control`] is what operators see of it, [`worker`] runs the loop, and
+//! [`commands`] are the subcommands the binary runs.
 
-pub mod amqp;
 pub mod broker;
-pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod context;
-pub mod dead_letter;
-mod dispatch;
-pub mod events;
-pub mod http;
-pub mod http_callback;
-pub mod inflight;
-pub mod meters;
-pub mod pidbox;
-pub mod plugin;
+pub mod control;
+pub mod delivery;
 pub mod plugins;
-pub mod poison;
-pub mod poll;
-pub mod pyjson;
-pub mod retry;
-pub mod settle;
-pub mod status;
-pub mod sweep;
 pub mod tasks;
-pub mod telemetry;
 pub mod worker;

@@ -35,8 +35,8 @@ use broker_proto::topology;
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
-    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, python, python_script,
-    bench_celerity_bin,
+    TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database, python,
+    python_script,
 };
 
 const ALL: &[&str] =
@@ -82,7 +82,6 @@ fn args(argv: &[String]) -> Args {
     a
 }
 
-
 /// One contender's figures.
 struct Figures {
     name: String,
@@ -106,7 +105,6 @@ impl Figures {
         self.worker_cpu * 1000.0 / self.polls.max(1) as f64
     }
 }
-
 
 fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: u16) -> Child {
     let log = std::env::temp_dir().join(format!("celerity-bench-{contender}-{k}.log"));
@@ -391,7 +389,7 @@ mod raw {
     }
 
     async fn poll(db: Db, publish: Arc<lapin::Channel>, delivery: lapin::message::Delivery) {
-        let props = celerity::amqp::properties_of(&delivery.properties);
+        let props = celerity::broker::properties::properties_of(&delivery.properties);
         let msg = broker_proto::decode(&props, &delivery.data, &DecodeOptions::default()).expect("a task message");
         let trace_id = msg.kwarg_str("trace_id").expect("trace_id").to_owned();
         // 1. select by trace_id; 2. update the row (the example plugin's step).

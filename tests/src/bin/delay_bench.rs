@@ -21,7 +21,7 @@ use broker_proto::{FieldTable, delay, topology};
 use celerity_tests::procfs::rss_kib;
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
-    TestDatabase, Vhost, confirmed_channel, declare_framework_queue, migrated_database, bench_celerity_bin,
+    TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database,
 };
 use diesel::prelude::*;
 use diesel::sql_types::Double;
@@ -50,7 +50,6 @@ fn args() -> Args {
     a
 }
 
-
 async fn depth(ch: &lapin::Channel, queue: &str) -> u64 {
     ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
         .await
@@ -65,7 +64,6 @@ async fn delay_depth(ch: &lapin::Channel) -> u64 {
     }
     total
 }
-
 
 fn start_worker(vhost: &Vhost, db: &TestDatabase, log: &str) -> Child {
     Command::new(bench_celerity_bin())

@@ -24,8 +24,7 @@ use broker_proto::topology;
 use celerity_tests::procfs::rss_kib;
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
-    Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, free_local_addr, http_get,
-    migrated_database,
+    Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, free_local_addr, http_get, migrated_database,
 };
 
 struct Args {

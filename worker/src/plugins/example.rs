@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugin::{Context, Outcome, Plugin};
+use super::plugin::{Context, Outcome, Plugin};
 
 /// Polls `polls` times, `interval` seconds apart, then succeeds; fails when
 /// `invoke_count` reaches `fail_at`.

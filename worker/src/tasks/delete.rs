@@ -1,22 +1,19 @@
 //! `bk_plugin_framework.runtime.schedule.celery.tasks.delete_expired_schedule()`.
 
-use broker_proto::TaskMessage;
-use celerity_db::repo;
+use super::{Handled, Store, Task};
+use crate::broker::{BrokerError, Publish};
 
-use super::{Origin, on_db_error};
-use crate::broker::BrokerError;
-use crate::context::Ctx;
-use crate::settle::Handled;
-
-/// Deletes schedules finished more than the configured days ago, in batches.
-pub(crate) async fn run(ctx: &Ctx, origin: &Origin, msg: &TaskMessage) -> Result<Handled, BrokerError> {
-    let cutoff = ctx.db.now() - chrono::Duration::days(ctx.config.delete_after_days.into());
-    let batch = ctx.config.delete_batch;
-    match ctx.db.call(move |c| repo::delete_finished_before(c, cutoff, batch)).await {
-        Ok(rows) => {
-            tracing::info!(rows, %cutoff, "expired schedules deleted");
-            Ok(Handled("deleted"))
+impl<S: Store, P: Publish> Task<'_, S, P> {
+    /// Deletes schedules finished more than the configured days ago, in batches.
+    pub async fn delete_expired(&self) -> Result<Handled, BrokerError> {
+        let config = &self.ctx.config;
+        let cutoff = self.ctx.store.now() - chrono::Duration::days(config.delete_after_days.into());
+        match self.ctx.store.delete_finished_before(cutoff, config.delete_batch).await {
+            Ok(rows) => {
+                tracing::info!(rows, %cutoff, "expired schedules deleted");
+                Ok(Handled::Deleted)
+            }
+            Err(e) => self.on_db_error(None, e).await,
         }
-        Err(e) => on_db_error(ctx, origin, msg, None, e).await,
     }
 }

@@ -69,11 +69,6 @@ pub fn json_transient(headers: lapin::types::FieldTable) -> BasicProperties {
         .with_headers(headers)
 }
 
-/// Seconds since the UNIX epoch, as Celery's `time()` stamps events and expiries.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,7 +127,7 @@ impl Held {
 
     /// Running from now.
     pub fn active(&self) {
-        self.inflight.set(&self.id, Phase::Active(crate::amqp::unix_now()));
+        self.inflight.set(&self.id, Phase::Active(super::unix_now()));
     }
 }
 

@@ -14,8 +14,9 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::{Map, Value, json};
 
-use crate::amqp::{json_transient, unix_now};
+use super::unix_now;
 use crate::broker::BrokerError;
+use crate::broker::properties::json_transient;
 
 /// Celery's event exchange.
 pub const EXCHANGE: &str = "celeryev";
@@ -153,26 +154,35 @@ impl Events {
         self.send("task-started", json!({"uuid": id})).await;
     }
 
-    /// The event of how a task ended: `succeeded` (the schedule task returns
-    /// nothing, whatever state the plugin left), `retried` (a transient
-    /// database error), `failed` (a fatal one, or retries spent) or
-    /// `rejected` (handed back to the broker).
-    pub async fn ended(&self, id: &str, outcome: Result<&str, &str>, runtime: Duration) {
+    /// The event of how a task ended.
+    pub async fn ended(&self, id: &str, end: TaskEnd, runtime: Duration) {
         self.task_ended();
-        let (kind, fields) = match outcome {
-            Ok("retried") => {
+        let (kind, fields) = match end {
+            TaskEnd::Succeeded => {
+                ("task-succeeded", json!({"uuid": id, "result": "None", "runtime": runtime.as_secs_f64()}))
+            }
+            TaskEnd::Retried => {
                 ("task-retried", json!({"uuid": id, "exception": "transient database error", "traceback": ""}))
             }
-            // A FAIL written for a database error, or one with no schedule to
-            // fail: the Python task would have raised.
-            Ok(how @ ("failed" | "fatal" | "gave up")) => {
-                ("task-failed", json!({"uuid": id, "exception": how, "traceback": ""}))
-            }
-            Ok(_) => ("task-succeeded", json!({"uuid": id, "result": "None", "runtime": runtime.as_secs_f64()})),
-            Err(_) => ("task-rejected", json!({"uuid": id, "requeue": true})),
+            TaskEnd::Failed(how) => ("task-failed", json!({"uuid": id, "exception": how, "traceback": ""})),
+            TaskEnd::Rejected => ("task-rejected", json!({"uuid": id, "requeue": true})),
         };
         self.send(kind, fields).await;
     }
+}
+
+/// How a task ended, as Celery's events tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// `task-succeeded`: the schedule task returns nothing, whatever state
+    /// the plugin left.
+    Succeeded,
+    /// `task-retried`: a transient database error; the message comes again.
+    Retried,
+    /// `task-failed`, with what failed: the Python task would have raised.
+    Failed(&'static str),
+    /// `task-rejected`: handed back to the broker.
+    Rejected,
 }
 
 /// Celery's `utcoffset()`: hours west of UTC.

@@ -1,16 +1,16 @@
-//! The command line of `celerity` (SPEC §6). Every flag also reads an
-//! environment variable `CELERITY_<FLAG>` (upper case, `-` → `_`).
+//! The command line of `celerity` (SPEC §6), as clap reads it. Every flag
+//! also reads an environment variable `CELERITY_<FLAG>` (upper case, `-` →
+//! `_`). [`super::validate`] checks the values and builds the config.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT, DbConfig, Tz};
+use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT};
 use clap::{Args, Parser, Subcommand};
 
-use crate::broker::BrokerAddr;
-use crate::config::{self, LogFormat, QueueType, WorkerConfig};
-use crate::retry::{self, RetryPolicy};
-use crate::sweep::SweepSettings;
+use super::backoff;
+use super::{self as config, DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, DEFAULT_HTTP_ADDR, LogFormat};
+use crate::broker::QueueType;
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
 #[derive(Debug, Parser)]
@@ -58,14 +58,6 @@ pub struct BrokerFlags {
     pub broker_wait: Secs,
 }
 
-impl BrokerFlags {
-    /// Checks the URL and reads the CA file, once; errors never show the password.
-    pub fn addr(&self) -> Result<BrokerAddr, String> {
-        check_broker_url(&self.broker_url)?;
-        Ok(BrokerAddr { url: self.broker_url.clone(), ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
-    }
-}
-
 /// `celerity sweep`.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -100,16 +92,6 @@ pub struct SweepFlags {
     pub sweep_batch: i64,
 }
 
-impl SweepFlags {
-    /// Checks the flags.
-    pub fn settings(&self) -> Result<SweepSettings, String> {
-        if self.sweep_batch < 1 {
-            return Err("--sweep-batch must be at least 1".into());
-        }
-        Ok(SweepSettings { margin: self.sweep_margin.0, batch: self.sweep_batch })
-    }
-}
-
 /// `celerity status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -134,11 +116,6 @@ pub struct MigrateArgs {
     #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
-
-/// The broker a fresh local install has.
-pub const DEFAULT_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// The database a fresh local install has.
-pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/celerity";
 
 /// `celerity worker`.
 #[derive(Debug, Args)]
@@ -171,7 +148,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
     pub db_time_zone: String,
     /// Where /metrics and /healthz listen.
-    #[arg(long, env = "CELERITY_HTTP_ADDR", default_value = "127.0.0.1:9540")]
+    #[arg(long, env = "CELERITY_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
     /// Log line format.
     #[arg(long, env = "CELERITY_LOG_FORMAT", value_enum, default_value = "text")]
@@ -189,13 +166,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_DB_LOCK_WAIT_TIMEOUT", default_value_t = Secs(DEFAULT_LOCK_WAIT_TIMEOUT))]
     pub db_lock_wait_timeout: Secs,
     /// Countdown of the first retry after a transient database error, in seconds.
-    #[arg(long, env = "CELERITY_RETRY_BASE", default_value_t = Secs(retry::DEFAULT_BASE))]
+    #[arg(long, env = "CELERITY_RETRY_BASE", default_value_t = Secs(backoff::DEFAULT_BASE))]
     pub retry_base: Secs,
     /// Longest retry countdown, in seconds.
-    #[arg(long, env = "CELERITY_RETRY_MAX", default_value_t = Secs(retry::DEFAULT_MAX))]
+    #[arg(long, env = "CELERITY_RETRY_MAX", default_value_t = Secs(backoff::DEFAULT_MAX))]
     pub retry_max: Secs,
     /// Retries before a schedule is failed.
-    #[arg(long, env = "CELERITY_MAX_RETRIES", default_value_t = retry::DEFAULT_MAX_RETRIES)]
+    #[arg(long, env = "CELERITY_MAX_RETRIES", default_value_t = backoff::DEFAULT_MAX_RETRIES)]
     pub max_retries: u32,
     /// Deliveries due within the eta window held in memory beyond the concurrency.
     #[arg(long, env = "CELERITY_ETA_HOLD", default_value_t = config::DEFAULT_ETA_HOLD)]
@@ -247,90 +224,4 @@ impl std::str::FromStr for Secs {
         let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
         Duration::try_from_secs_f64(secs).map(Secs).map_err(|_| format!("{text:?} is not a usable number of seconds"))
     }
-}
-
-impl WorkerArgs {
-    /// Checks the flags and builds the worker's configuration.
-    pub fn into_config(self) -> Result<WorkerConfig, String> {
-        let broker = self.broker.addr()?;
-        check_database_url(&self.database_url)?;
-        if self.concurrency == 0 {
-            return Err("--concurrency must be at least 1".into());
-        }
-        if self.queues.iter().any(|q| q.trim().is_empty()) {
-            return Err("--queues has an empty queue name".into());
-        }
-        let time_zone = parse_zone(&self.db_time_zone)?;
-        let sweep = self.sweep.settings()?;
-        let pool_size = self.db_pool_size.unwrap_or(self.concurrency as u32 + 4);
-        if (pool_size as usize) < self.concurrency {
-            return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
-        }
-        let hostname =
-            self.hostname.unwrap_or_else(|| format!("celerity@{}", gethostname::gethostname().to_string_lossy()));
-        Ok(WorkerConfig {
-            broker_url: broker.url,
-            broker_ca_pem: broker.ca_pem,
-            db: DbConfig {
-                pool_size,
-                checkout_timeout: self.db_checkout_timeout.0,
-                call_timeout: self.db_call_timeout.0,
-                lock_wait_timeout: self.db_lock_wait_timeout.0,
-                time_zone,
-                ..DbConfig::new(self.database_url)
-            },
-            queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
-            next_poll_queue: self.next_poll_queue,
-            concurrency: self.concurrency,
-            eta_hold: self.eta_hold,
-            eta_window: self.eta_window.0,
-            queue_type: self.queue_type,
-            max_deliveries: self.max_deliveries.max(1),
-            hostname,
-            http_addr: self.http_addr,
-            log_format: self.log_format,
-            retry: RetryPolicy { base: self.retry_base.0, max: self.retry_max.0, max_retries: self.max_retries },
-            shutdown_grace: self.shutdown_grace.0,
-            broker_wait: self.broker.broker_wait.0,
-            delete_after_days: self.delete_after_days,
-            delete_batch: self.delete_batch,
-            sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
-            events: !self.without_events,
-            sweep,
-        })
-    }
-}
-
-/// An IANA zone name for `--db-time-zone`.
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
-    name.parse().map_err(|_| format!("--db-time-zone {name:?} is not an IANA zone name"))
-}
-
-/// Reads `--broker-ca-file`, once, at start-up.
-pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
-    let Some(path) = path else { return Ok(None) };
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| format!("--broker-ca-file {} cannot be read: {e}", path.display()))?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!("--broker-ca-file {} holds no PEM certificate", path.display()));
-    }
-    Ok(Some(pem))
-}
-
-/// Checks a `--broker-url`; errors never show the password.
-pub fn check_broker_url(url: &str) -> Result<(), String> {
-    if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
-        return Err(format!("--broker-url must be an amqp:// or amqps:// URL, got {}", celerity_db::redact_url(url)));
-    }
-    url.parse::<lapin::uri::AMQPUri>()
-        .map_err(|e| format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(url)))?;
-    Ok(())
-}
-
-/// Checks a `--database-url`; errors never show the password.
-pub fn check_database_url(url: &str) -> Result<(), String> {
-    if !url.starts_with("mysql://") {
-        return Err(format!("--database-url must be a mysql:// URL, got {}", celerity_db::redact_url(url)));
-    }
-    Ok(())
 }

@@ -3,8 +3,25 @@
 //! or CALLBACK) that has retry bookkeeping is backing off after transient
 //! database errors.
 
-use celerity_db::{Attempt, DbError, MysqlConnection, RetryState, ScheduleRow, State, repo};
+use celerity_db::{Attempt, DbConfig, DbError, MysqlConnection, RetryState, ScheduleRow, State, repo};
 use serde::Serialize;
+
+use crate::config::flags::StatusArgs;
+use crate::config::validate::open_database;
+
+/// One schedule or the counts by state, as text or JSON.
+pub fn run(args: StatusArgs) -> Result<String, String> {
+    let db = open_database(DbConfig::new(args.database_url))?;
+    let printed = match &args.trace_id {
+        Some(id) => db.blocking(|c| schedule(c, id)).map(|s| if args.json { json(&s) } else { s.render() }),
+        None => db.blocking(summary).map(|s| if args.json { json(&s) } else { s.render() }),
+    };
+    printed.map_err(|e| e.to_string())
+}
+
+fn json(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("the status views serialise")
+}
 
 /// One schedule, with its retry bookkeeping and attempt log.
 #[derive(Debug, Clone, PartialEq, Serialize)]

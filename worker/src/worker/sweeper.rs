@@ -12,28 +12,18 @@
 
 use std::time::Duration;
 
-use celerity_db::sweep::{self, Stranded};
+use broker_proto::topology;
+use celerity_db::stranded::{self, Stranded};
 use celerity_db::{Db, DbError};
 use thiserror::Error;
 
-use crate::broker::{BrokerError, Publisher};
-use crate::tasks::schedule_message;
-use broker_proto::topology;
+use crate::broker::{BrokerError, Publish, Publisher};
+use crate::config::SweepSettings;
+use crate::tasks::messages::Sender;
 
-/// When the sweeper runs and what it counts as stranded.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SweepSettings {
-    /// A schedule is stranded when its last sign of life is older than this.
-    pub margin: Duration,
-    /// Most schedules re-enqueued per round.
-    pub batch: i64,
-}
-
-impl SweepSettings {
-    /// Schedules with no sign of life since this time are stranded.
-    fn cutoff(&self, db: &Db) -> chrono::NaiveDateTime {
-        db.now() - chrono::Duration::from_std(self.margin).unwrap_or(chrono::Duration::MAX)
-    }
+/// Schedules with no sign of life since this time are stranded.
+fn cutoff(settings: SweepSettings, db: &Db) -> chrono::NaiveDateTime {
+    db.now() - chrono::Duration::from_std(settings.margin).unwrap_or(chrono::Duration::MAX)
 }
 
 /// How a round went.
@@ -56,15 +46,6 @@ pub enum SweepError {
     Broker(#[from] BrokerError),
 }
 
-/// Who the re-enqueued messages say sent them.
-#[derive(Debug, Clone)]
-pub struct Sender {
-    /// `origin`, `pid@hostname`.
-    pub origin: String,
-    /// `reply_to`.
-    pub reply_to: String,
-}
-
 /// One round: take the lock (waiting up to `lock_wait`), find up to a batch
 /// of stranded schedules, publish each one's next poll with confirms, then
 /// record the sweep. A crash before the record only means the schedule is
@@ -82,23 +63,22 @@ pub async fn sweep_once(
     // connection, on a blocking thread that waits for the publishes.
     tokio::task::spawn_blocking(move || {
         db.blocking(|conn| {
-            if !sweep::try_lock(conn, lock_wait.as_secs() as u32)? {
+            if !stranded::try_lock(conn, lock_wait.as_secs() as u32)? {
                 return Ok(Ok(SweepOutcome::Busy));
             }
             let round = (|| {
-                let stranded = sweep::stranded(conn, settings.cutoff(&db), settings.batch)?;
-                for schedule in &stranded {
-                    let msg =
-                        schedule_message(&sender.origin, &sender.reply_to, &schedule.trace_id, schedule.invoke_count, 0);
+                let found = stranded::stranded(conn, cutoff(settings, &db), settings.batch)?;
+                for schedule in &found {
+                    let msg = sender.schedule(&schedule.trace_id, schedule.invoke_count, 0);
                     if let Err(e) = runtime.block_on(publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &msg)) {
                         return Ok(Err(e));
                     }
-                    sweep::record(conn, schedule, db.now())?;
+                    stranded::record(conn, schedule, db.now())?;
                     tracing::warn!(trace_id = %schedule.trace_id, invoke_count = schedule.invoke_count, "stranded schedule re-enqueued");
                 }
-                Ok(Ok(SweepOutcome::Swept(stranded)))
+                Ok(Ok(SweepOutcome::Swept(found)))
             })();
-            sweep::unlock(conn)?;
+            stranded::unlock(conn)?;
             round
         })
     })
@@ -109,17 +89,16 @@ pub async fn sweep_once(
 
 /// The schedules a round would re-enqueue now, without re-enqueueing them.
 pub async fn stranded_now(db: &Db, settings: SweepSettings) -> Result<Vec<Stranded>, DbError> {
-    let cutoff = settings.cutoff(db);
-    db.call(move |c| sweep::stranded(c, cutoff, settings.batch)).await
+    let cutoff = cutoff(settings, db);
+    db.call(move |c| stranded::stranded(c, cutoff, settings.batch)).await
 }
 
 /// A worker's sweeper: a round every `every`, skipped when another worker
 /// holds the lock. Errors are logged; the next round tries again.
-pub(crate) async fn periodically(ctx: std::sync::Arc<crate::context::Ctx>, every: Duration) {
-    let sender = Sender { origin: ctx.origin.clone(), reply_to: ctx.reply_to.clone() };
+pub async fn periodically(db: &Db, publisher: &Publisher, sender: &Sender, settings: SweepSettings, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        match sweep_once(&ctx.db, &ctx.publisher, &sender, ctx.config.sweep, Duration::ZERO).await {
+        match sweep_once(db, publisher, sender, settings, Duration::ZERO).await {
             Ok(SweepOutcome::Busy) => tracing::debug!("another worker is sweeping"),
             Ok(SweepOutcome::Swept(done)) if !done.is_empty() => {
                 tracing::warn!(count = done.len(), "sweep re-enqueued stranded schedules");

@@ -5,8 +5,8 @@ use celerity_db::{PollResult, ScheduleRow, State};
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value};
 
-use crate::plugin::{Callback, Outcome, PluginCallbackInfo, Registry, RunInput};
-use crate::pyjson;
+use super::pyjson;
+use crate::plugins::{Callback, Outcome, PluginCallbackInfo, Registry, RunInput};
 
 /// What a poll decided.
 #[derive(Debug, Clone, PartialEq)]

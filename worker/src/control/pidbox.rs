@@ -23,11 +23,12 @@ use serde_json::{Value, json};
 
 use broker_proto::{header, topology};
 
-use crate::amqp::{json_transient, unix_now};
+use super::events::Events;
+use super::inflight::InFlight;
+use super::unix_now;
 use crate::broker::BrokerError;
+use crate::broker::properties::json_transient;
 use crate::config::WorkerConfig;
-use crate::events::Events;
-use crate::inflight::InFlight;
 
 /// The control exchange (Celery's `control_exchange` = `celery`).
 pub const EXCHANGE: &str = "celery.pidbox";

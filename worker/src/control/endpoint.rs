@@ -13,7 +13,7 @@ use axum::routing::get;
 use celerity_db::{Db, repo};
 use lapin::Channel;
 
-use crate::meters;
+use super::meters;
 
 /// How long `/healthz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,20 +11,14 @@
 use broker_proto::{AMQPValue, header};
 use lapin::message::Delivery;
 
-use crate::broker::BrokerError;
-use crate::context::Ctx;
-use crate::dead_letter::dead_letter;
-use crate::settle::Handled;
-use crate::tasks::Origin;
-
-/// Celerity's delivery counter on classic queues: deliveries of earlier copies.
-pub const DELIVERIES_HEADER: &str = "x-celerity-deliveries";
-/// The broker's delivery counter on quorum queues (previous deliveries).
-pub const QUORUM_COUNT_HEADER: &str = "x-delivery-count";
+use super::dead_letter::dead_letter;
+use crate::broker::{BrokerError, Publish};
+use crate::tasks::headers::{DELIVERIES_HEADER, QUORUM_COUNT_HEADER};
+use crate::tasks::{Handled, Origin};
 
 /// What to do with a delivery before decoding it.
 #[derive(Debug)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Go on and run it.
     Run,
     /// Already dealt with (dead-lettered, or re-published with its count).
@@ -33,22 +27,28 @@ pub(crate) enum Verdict {
 
 /// How many times this message has been delivered, this delivery included.
 pub fn deliveries(delivery: &Delivery) -> u32 {
-    let headers = delivery.properties.headers().clone().unwrap_or_default();
-    let count =
-        |name: &str| headers.inner().get(name).and_then(header::as_int).map(|n| n.clamp(0, u32::MAX.into()) as u32);
+    let headers = delivery.properties.headers().as_ref();
+    let count = |name: &str| {
+        headers.and_then(|h| h.inner().get(name)).and_then(header::as_int).map(|n| n.clamp(0, u32::MAX.into()) as u32)
+    };
     match count(QUORUM_COUNT_HEADER) {
         Some(previous) => previous.saturating_add(1),
         None => count(DELIVERIES_HEADER).unwrap_or(1).saturating_add(u32::from(delivery.redelivered)),
     }
 }
 
-/// Dead-letters a message delivered too often; re-publishes a redelivered
-/// classic-queue message with its count.
-pub(crate) async fn check(ctx: &Ctx, origin: &Origin, delivery: &Delivery) -> Result<Verdict, BrokerError> {
+/// Dead-letters a message delivered `max_deliveries` times; re-publishes a
+/// redelivered classic-queue message with its count.
+pub async fn check(
+    publisher: &impl Publish,
+    max_deliveries: u32,
+    origin: &Origin,
+    delivery: &Delivery,
+) -> Result<Verdict, BrokerError> {
     let n = deliveries(delivery);
-    if n >= ctx.config.max_deliveries {
-        let reason = format!("delivered {n} times without completing (max_deliveries {})", ctx.config.max_deliveries);
-        return dead_letter(&ctx.publisher, delivery, &reason).await.map(Verdict::Settled);
+    if n >= max_deliveries {
+        let reason = format!("delivered {n} times without completing (max_deliveries {max_deliveries})");
+        return dead_letter(publisher, delivery, &reason).await.map(Verdict::Settled);
     }
     let quorum = delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(QUORUM_COUNT_HEADER));
     if !delivery.redelivered || quorum {
@@ -57,7 +57,7 @@ pub(crate) async fn check(ctx: &Ctx, origin: &Origin, delivery: &Delivery) -> Re
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongInt(i32::try_from(n).unwrap_or(i32::MAX)));
     let props = delivery.properties.clone().with_headers(headers);
-    ctx.publisher.publish_to_queue(&origin.queue, None, &delivery.data, props).await?;
+    publisher.publish_to_queue(&origin.queue, None, &delivery.data, props).await?;
     tracing::warn!(deliveries = n, "redelivered message re-published with its delivery count");
-    Ok(Verdict::Settled(Handled("re-published with its delivery count")))
+    Ok(Verdict::Settled(Handled::Recounted))
 }

@@ -1,5 +1,6 @@
-//! The retry policy for transient database errors: Celery's way, the same
-//! message re-published with `retries + 1` after `min(base * 2^retries, max)`.
+//! The backoff of retries after transient database errors: Celery's way,
+//! the same message re-published with `retries + 1` after
+//! `min(base * 2^retries, max)`, computed by backon.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ pub const DEFAULT_MAX_RETRIES: u32 = 6;
 
 /// Countdowns between retries and how many there may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub struct Backoff {
     /// Countdown of the first retry.
     pub base: Duration,
     /// Upper bound of any countdown.
@@ -23,13 +24,13 @@ pub struct RetryPolicy {
     pub max_retries: u32,
 }
 
-impl Default for RetryPolicy {
+impl Default for Backoff {
     fn default() -> Self {
-        RetryPolicy { base: DEFAULT_BASE, max: DEFAULT_MAX, max_retries: DEFAULT_MAX_RETRIES }
+        Backoff { base: DEFAULT_BASE, max: DEFAULT_MAX, max_retries: DEFAULT_MAX_RETRIES }
     }
 }
 
-impl RetryPolicy {
+impl Backoff {
     /// The countdown before the retry of a message that has been retried
     /// `retries` times already, or `None` when the cap is reached.
     pub fn countdown(&self, retries: u32) -> Option<Duration> {
@@ -49,7 +50,7 @@ mod tests {
 
     #[test]
     fn default_sequence_is_5_10_20_40_60_60_then_give_up() {
-        let p = RetryPolicy::default();
+        let p = Backoff::default();
         let seq: Vec<u64> = (0..7).map_while(|r| p.countdown(r)).map(|d| d.as_secs()).collect();
         assert_eq!(seq, [5, 10, 20, 40, 60, 60]);
         assert_eq!(p.countdown(6), None);
@@ -58,7 +59,7 @@ mod tests {
 
     #[test]
     fn shrunk_for_tests() {
-        let p = RetryPolicy { base: Duration::from_millis(100), max: Duration::from_millis(300), max_retries: 3 };
+        let p = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(300), max_retries: 3 };
         let seq: Vec<u128> = (0..4).map_while(|r| p.countdown(r)).map(|d| d.as_millis()).collect();
         assert_eq!(seq, [100, 200, 300]);
     }

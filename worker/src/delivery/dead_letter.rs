@@ -4,8 +4,9 @@
 use broker_proto::header;
 use lapin::message::Delivery;
 
-use crate::broker::{BrokerError, DEAD_LETTER_QUEUE, Publisher};
-use crate::settle::Handled;
+use crate::broker::{BrokerError, DEAD_LETTER_QUEUE, Publish};
+use crate::control::meters;
+use crate::tasks::Handled;
 
 /// Header with why the message was dead-lettered.
 pub const REASON_HEADER: &str = "x-celerity-dead-reason";
@@ -16,16 +17,15 @@ pub const EXCHANGE_HEADER: &str = "x-celerity-dead-exchange";
 
 /// Copies the delivery, unchanged but for three headers saying why and from
 /// where, into the dead-letter queue (confirmed). The caller then acks it.
-pub async fn dead_letter(publisher: &Publisher, delivery: &Delivery, reason: &str) -> Result<Handled, BrokerError> {
+pub async fn dead_letter(publisher: &impl Publish, delivery: &Delivery, reason: &str) -> Result<Handled, BrokerError> {
     tracing::error!(%reason, "message dead-lettered");
-    metrics::counter!(crate::meters::DEAD_LETTERED).increment(1);
+    metrics::counter!(meters::DEAD_LETTERED).increment(1);
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(REASON_HEADER.into(), header::text(reason));
     headers.insert(FROM_HEADER.into(), header::text(delivery.routing_key.as_str()));
     headers.insert(EXCHANGE_HEADER.into(), header::text(delivery.exchange.as_str()));
-    let mut props = delivery.properties.clone().with_headers(headers);
     // Keep the copy however long it takes an operator to look at it.
-    props = props.with_delivery_mode(2);
-    publisher.publish("", DEAD_LETTER_QUEUE, &delivery.data, props).await?;
-    Ok(Handled("dead-lettered"))
+    let props = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+    publisher.publish_to_queue(DEAD_LETTER_QUEUE, None, &delivery.data, props).await?;
+    Ok(Handled::DeadLettered)
 }

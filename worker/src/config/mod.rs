@@ -1,0 +1,218 @@
+//! The worker's settings: one typed struct with documented defaults, built
+//! and checked once at start-up ([`flags`] reads the command line,
+//! [`validate`] turns it into a [`WorkerConfig`]). Nothing reads the
+//! environment deeper in the code.
+
+pub mod backoff;
+pub mod flags;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use celerity_db::DbConfig;
+
+pub use self::backoff::Backoff;
+use crate::broker::QueueType;
+
+/// Polls run at once when nothing else is said: polls wait on the database
+/// and the broker, so more than the core count keeps both busy.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+/// Deliveries due within the eta window that a worker holds in memory beyond
+/// its concurrency (bounded by the channel's prefetch); later ones wait in the
+/// broker's delay topology.
+pub const DEFAULT_ETA_HOLD: u16 = 100;
+/// Messages due within this window wait in memory; later ones go to the
+/// broker. A second matches the delay topology's one-second resolution.
+pub const DEFAULT_ETA_WINDOW: Duration = Duration::from_secs(1);
+/// Deliveries of one message before it is declared poison and dead-lettered.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+/// How long in-flight polls may finish after SIGTERM before they are handed back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long start-up waits for the broker before giving up.
+pub const DEFAULT_BROKER_WAIT: Duration = Duration::from_secs(30);
+/// The framework keeps finished schedules 30 days (`SCHEDULE_PERSISTENT_DAYS`).
+pub const DEFAULT_DELETE_AFTER_DAYS: u32 = 30;
+/// Rows deleted per transaction by `delete_expired_schedule`.
+pub const DEFAULT_DELETE_BATCH: i64 = 500;
+/// Where `/metrics` and `/healthz` listen: loopback, so nothing is exposed
+/// unless the operator says so.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:9540";
+/// The broker a fresh local install has.
+pub const DEFAULT_BROKER_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The database a fresh local install has.
+pub const DEFAULT_DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/celerity";
+/// The framework's three queues, consumed when nothing else is said.
+pub const DEFAULT_QUEUES: [&str; 3] = ["plugin_schedule", "plugin_callback", "schedule_delete"];
+
+/// How often a worker tries a sweep round (one worker at a time wins it).
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// A schedule in POLL with no sign of life for this long counts as stranded.
+/// Longer than any queue backlog a healthy deployment sees, so a message that
+/// is only late is rarely doubled (and a doubled one is dropped as stale).
+pub const DEFAULT_SWEEP_MARGIN: Duration = Duration::from_secs(300);
+/// Schedules re-enqueued per sweep round at most.
+pub const DEFAULT_SWEEP_BATCH: i64 = 1000;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What the sweeper counts as stranded, and how many it takes per round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepSettings {
+    /// A schedule is stranded when its last sign of life is older than this.
+    pub margin: Duration,
+    /// Most schedules re-enqueued per round.
+    pub batch: i64,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings { margin: DEFAULT_SWEEP_MARGIN, batch: DEFAULT_SWEEP_BATCH }
+    }
+}
+
+/// Everything `celerity worker` needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `amqp://` or `amqps://user:pass@host:port/vhost`.
+    pub broker_url: String,
+    /// Extra certificate authorities (PEM) trusted for `amqps://`, read once
+    /// at start-up from `--broker-ca-file`.
+    pub broker_ca_pem: Option<String>,
+    /// The database and its pool.
+    pub db: DbConfig,
+    /// Queues to consume.
+    pub queues: Vec<String>,
+    /// Where this worker sends the next polls it causes: Celerity's own
+    /// queue (default), or `plugin_schedule` to keep them where Python
+    /// workers read them.
+    pub next_poll_queue: String,
+    /// Polls at once.
+    pub concurrency: usize,
+    /// Extra prefetch for deliveries due within the eta window.
+    pub eta_hold: u16,
+    /// Deliveries due within this window are held in memory; later ones are
+    /// moved to the broker's delay topology.
+    pub eta_window: Duration,
+    /// Classic priority queues or quorum queues.
+    pub queue_type: QueueType,
+    /// Deliveries before a message that never completes is dead-lettered.
+    pub max_deliveries: u32,
+    /// This worker's name (`celerity@host`), written to the attempt log.
+    pub hostname: String,
+    /// Where `/metrics` and `/healthz` will listen.
+    pub http_addr: SocketAddr,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Countdowns of the retries after transient database errors, and how many.
+    pub backoff: Backoff,
+    /// Grace period for in-flight polls at shutdown.
+    pub shutdown_grace: Duration,
+    /// Start-up wait for the broker.
+    pub broker_wait: Duration,
+    /// `delete_expired_schedule` removes schedules finished longer ago than this.
+    pub delete_after_days: u32,
+    /// Rows per delete transaction.
+    pub delete_batch: i64,
+    /// Time between sweep rounds; `None` turns this worker's sweeper off.
+    pub sweep_interval: Option<Duration>,
+    /// What counts as stranded, and how many per round.
+    pub sweep: SweepSettings,
+    /// Send Celery events (`celeryev`) from the start.
+    pub events: bool,
+}
+
+impl WorkerConfig {
+    /// The documented defaults, for the broker and database at these URLs.
+    pub fn new(broker_url: impl Into<String>, database_url: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            broker_url: broker_url.into(),
+            broker_ca_pem: None,
+            db: DbConfig { pool_size: DEFAULT_CONCURRENCY as u32 + 4, ..DbConfig::new(database_url) },
+            queues: DEFAULT_QUEUES.map(String::from).to_vec(),
+            next_poll_queue: broker_proto::topology::NEXT_POLL_QUEUE.into(),
+            concurrency: DEFAULT_CONCURRENCY,
+            eta_hold: DEFAULT_ETA_HOLD,
+            eta_window: DEFAULT_ETA_WINDOW,
+            queue_type: QueueType::Classic,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            hostname: default_hostname(),
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("the default address parses"),
+            log_format: LogFormat::Text,
+            backoff: Backoff::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            broker_wait: DEFAULT_BROKER_WAIT,
+            delete_after_days: DEFAULT_DELETE_AFTER_DAYS,
+            delete_batch: DEFAULT_DELETE_BATCH,
+            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+            sweep: SweepSettings::default(),
+            events: true,
+        }
+    }
+
+    /// The queues consumed: those asked for, plus the next-poll queue when
+    /// this worker polls schedules and it is not among them.
+    pub fn consumed_queues(&self) -> Vec<String> {
+        let mut queues = self.queues.clone();
+        let polls = queues.iter().any(|q| q == broker_proto::topology::SCHEDULE_QUEUE.name);
+        if polls && !queues.contains(&self.next_poll_queue) {
+            queues.push(self.next_poll_queue.clone());
+        }
+        queues
+    }
+
+    /// The queues declared: those consumed, plus the next-poll queue.
+    pub fn declared_queues(&self) -> Vec<String> {
+        let mut queues = self.consumed_queues();
+        if !queues.contains(&self.next_poll_queue) {
+            queues.push(self.next_poll_queue.clone());
+        }
+        queues
+    }
+
+    /// Deliveries unacked at once: the concurrency for running polls, plus
+    /// room for deliveries waiting on their eta.
+    pub fn prefetch(&self) -> u16 {
+        u16::try_from(self.concurrency).unwrap_or(u16::MAX).saturating_add(self.eta_hold)
+    }
+}
+
+/// `celerity@<host name>`, as Celery names a worker.
+pub fn default_hostname() -> String {
+    format!("celerity@{}", gethostname::gethostname().to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_poll_queue_is_consumed_only_by_a_worker_that_polls() {
+        let mut config = WorkerConfig::new(DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL);
+        assert_eq!(
+            config.consumed_queues(),
+            ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule"]
+        );
+        config.queues = vec!["plugin_callback".into()];
+        assert_eq!(config.consumed_queues(), ["plugin_callback"]);
+        assert_eq!(config.declared_queues(), ["plugin_callback", "celerity.schedule"]);
+        config.queues = vec!["plugin_schedule".into()];
+        config.next_poll_queue = "plugin_schedule".into();
+        assert_eq!(config.consumed_queues(), ["plugin_schedule"]);
+    }
+
+    #[test]
+    fn prefetch_is_concurrency_plus_eta_hold_and_saturates() {
+        let mut config = WorkerConfig::new(DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL);
+        assert_eq!(config.prefetch(), 116);
+        config.concurrency = 1 << 20;
+        assert_eq!(config.prefetch(), u16::MAX);
+    }
+}

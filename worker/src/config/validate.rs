@@ -1,0 +1,195 @@
+//! From flags to settings: every check runs here, once, at start-up, and
+//! every error is one line that never shows a password.
+
+use celerity_db::{Db, DbConfig, Tz};
+
+use super::flags::{BrokerFlags, SweepFlags, WorkerArgs};
+use super::{Backoff, SweepSettings, WorkerConfig, default_hostname};
+use crate::broker::BrokerAddr;
+
+impl WorkerArgs {
+    /// Checks the flags and builds the worker's configuration.
+    pub fn into_config(self) -> Result<WorkerConfig, String> {
+        let broker = self.broker.addr()?;
+        check_database_url(&self.database_url)?;
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err("--queues has an empty queue name".into());
+        }
+        let time_zone = parse_zone(&self.db_time_zone)?;
+        let sweep = self.sweep.settings()?;
+        let pool_size = self.db_pool_size.unwrap_or(self.concurrency as u32 + 4);
+        if (pool_size as usize) < self.concurrency {
+            return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
+        }
+        Ok(WorkerConfig {
+            broker_url: broker.url,
+            broker_ca_pem: broker.ca_pem,
+            db: DbConfig {
+                pool_size,
+                checkout_timeout: self.db_checkout_timeout.0,
+                call_timeout: self.db_call_timeout.0,
+                lock_wait_timeout: self.db_lock_wait_timeout.0,
+                time_zone,
+                ..DbConfig::new(self.database_url)
+            },
+            queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
+            next_poll_queue: self.next_poll_queue,
+            concurrency: self.concurrency,
+            eta_hold: self.eta_hold,
+            eta_window: self.eta_window.0,
+            queue_type: self.queue_type,
+            max_deliveries: self.max_deliveries.max(1),
+            hostname: self.hostname.unwrap_or_else(default_hostname),
+            http_addr: self.http_addr,
+            log_format: self.log_format,
+            backoff: Backoff { base: self.retry_base.0, max: self.retry_max.0, max_retries: self.max_retries },
+            shutdown_grace: self.shutdown_grace.0,
+            broker_wait: self.broker.broker_wait.0,
+            delete_after_days: self.delete_after_days,
+            delete_batch: self.delete_batch,
+            sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
+            events: !self.without_events,
+            sweep,
+        })
+    }
+}
+
+impl BrokerFlags {
+    /// Checks the URL and reads the CA file, once; errors never show the password.
+    pub fn addr(&self) -> Result<BrokerAddr, String> {
+        check_broker_url(&self.broker_url)?;
+        Ok(BrokerAddr { url: self.broker_url.clone(), ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
+    }
+}
+
+impl SweepFlags {
+    /// Checks the flags.
+    pub fn settings(&self) -> Result<SweepSettings, String> {
+        if self.sweep_batch < 1 {
+            return Err("--sweep-batch must be at least 1".into());
+        }
+        Ok(SweepSettings { margin: self.sweep_margin.0, batch: self.sweep_batch })
+    }
+}
+
+/// An IANA zone name for `--db-time-zone`.
+pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    name.parse().map_err(|_| format!("--db-time-zone {name:?} is not an IANA zone name"))
+}
+
+/// Reads `--broker-ca-file`, once, at start-up.
+pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("--broker-ca-file {} cannot be read: {e}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("--broker-ca-file {} holds no PEM certificate", path.display()));
+    }
+    Ok(Some(pem))
+}
+
+/// Checks a `--broker-url`; errors never show the password.
+pub fn check_broker_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+        return Err(format!("--broker-url must be an amqp:// or amqps:// URL, got {}", celerity_db::redact_url(url)));
+    }
+    url.parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(url)))?;
+    Ok(())
+}
+
+/// Checks a `--database-url`; errors never show the password.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("mysql://") {
+        return Err(format!("--database-url must be a mysql:// URL, got {}", celerity_db::redact_url(url)));
+    }
+    Ok(())
+}
+
+/// A database handle for a one-shot command, after checking its URL.
+pub fn open_database(config: DbConfig) -> Result<Db, String> {
+    check_database_url(&config.url)?;
+    Db::new(config).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::flags::{Cli, Command};
+
+    fn worker(args: &[&str]) -> Result<WorkerConfig, String> {
+        let argv = ["celerity", "worker"].iter().chain(args);
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+            Command::Worker(args) => args.into_config(),
+            other => panic!("not the worker command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = worker(&[]).unwrap();
+        let defaults = WorkerConfig::new(super::super::DEFAULT_BROKER_URL, super::super::DEFAULT_DATABASE_URL);
+        assert_eq!(config.broker_url, defaults.broker_url);
+        assert_eq!(config.db.url, defaults.db.url);
+        assert_eq!(config.db.pool_size, 20, "concurrency + 4");
+        assert_eq!(config.queues, defaults.queues);
+        assert_eq!(config.concurrency, defaults.concurrency);
+        assert_eq!(config.backoff, defaults.backoff);
+        assert_eq!(config.sweep, defaults.sweep);
+        assert_eq!(config.sweep_interval, defaults.sweep_interval);
+        assert_eq!(config.http_addr, defaults.http_addr);
+        assert!(config.events);
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        let config = worker(&[
+            "--concurrency",
+            "3",
+            "--queues",
+            " plugin_schedule ,x",
+            "--retry-base",
+            "0.5",
+            "--max-retries",
+            "2",
+            "--sweep-interval",
+            "0",
+            "--db-time-zone",
+            "Asia/Shanghai",
+            "--max-deliveries",
+            "0",
+            "--without-events",
+        ])
+        .unwrap();
+        assert_eq!(config.concurrency, 3);
+        assert_eq!(config.db.pool_size, 7);
+        assert_eq!(config.queues, ["plugin_schedule", "x"]);
+        assert_eq!(config.backoff.base, std::time::Duration::from_millis(500));
+        assert_eq!(config.backoff.max_retries, 2);
+        assert_eq!(config.sweep_interval, None, "0 turns the sweeper off");
+        assert_eq!(config.db.time_zone, Tz::Asia__Shanghai);
+        assert_eq!(config.max_deliveries, 1, "at least one delivery");
+        assert!(!config.events);
+    }
+
+    #[test]
+    fn bad_values_are_one_line_without_the_password() {
+        let err = |args: &[&str]| worker(args).unwrap_err();
+        assert_eq!(err(&["--concurrency", "0"]), "--concurrency must be at least 1");
+        assert_eq!(err(&["--queues", "a,,b"]), "--queues has an empty queue name");
+        assert_eq!(err(&["--concurrency", "8", "--db-pool-size", "4"]), "--db-pool-size 4 is below --concurrency 8");
+        assert_eq!(err(&["--sweep-batch", "0"]), "--sweep-batch must be at least 1");
+        assert!(err(&["--db-time-zone", "Mars/Olympus"]).contains("is not an IANA zone name"));
+        let url = err(&["--database-url", "postgres://u:hunter2@h/db"]);
+        assert!(url.starts_with("--database-url must be a mysql:// URL") && !url.contains("hunter2"), "{url}");
+        let url = err(&["--broker-url", "http://u:hunter2@h/"]);
+        assert!(url.starts_with("--broker-url must be an amqp://") && !url.contains("hunter2"), "{url}");
+        let ca = err(&["--broker-ca-file", "/no/such/file.pem"]);
+        assert!(ca.starts_with("--broker-ca-file /no/such/file.pem cannot be read"), "{ca}");
+    }
+}

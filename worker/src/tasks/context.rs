@@ -1,0 +1,33 @@
+//! What every task handler shares: the store, the publisher, the plugins,
+//! the configuration, and the operators' views.
+
+use std::sync::Arc;
+
+use celerity_db::Db;
+
+use super::messages::Sender;
+use crate::broker::Publisher;
+use crate::config::WorkerConfig;
+use crate::control::events::Events;
+use crate::control::inflight::InFlight;
+use crate::plugins::Registry;
+
+/// Shared, read-only state of a running worker. The store and the
+/// publisher are the real database and broker in a worker, and in-process
+/// fakes in the tasks' unit tests.
+pub struct Ctx<S = Db, P = Publisher> {
+    /// The database.
+    pub store: S,
+    /// The confirm-mode publisher.
+    pub publisher: P,
+    /// Plugins by version.
+    pub registry: Registry,
+    /// The configuration.
+    pub config: WorkerConfig,
+    /// Who the messages this worker sends say sent them.
+    pub sender: Sender,
+    /// Celery events, when the broker took the exchange.
+    pub events: Option<Arc<Events>>,
+    /// The deliveries held now, for `celery inspect active|reserved|scheduled`.
+    pub inflight: Arc<InFlight>,
+}

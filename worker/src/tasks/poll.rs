@@ -1,0 +1,165 @@
+//! One poll of a schedule, with its I/O: load the row, recognise a stale or
+//! duplicate message, run the plugin, apply the guarded update with its
+//! attempt-log row, publish the next poll, POST the plugin callback. The
+//! decisions themselves are [`super::decide`]'s.
+
+use celerity_db::{Attempt, DbError, State};
+
+use super::decide::decide;
+use super::headers::expected_invoke_count;
+use super::{Handled, Store, Task};
+use crate::broker::{BrokerError, Publish};
+use crate::plugins::Callback;
+
+impl<S: Store, P: Publish> Task<'_, S, P> {
+    /// Runs one poll of `trace_id`: load, plugin, guarded update, next poll.
+    /// With a callback, this message holds the `scheduling` lock, which every
+    /// way out releases.
+    pub async fn poll(&self, trace_id: &str, callback: Option<Callback>) -> Result<Handled, BrokerError> {
+        let ctx = self.ctx;
+        let holds_lock = callback.is_some();
+        let started = ctx.store.now();
+        let (row, retrying) = match ctx.store.load_for_poll(trace_id).await {
+            Ok(loaded) => loaded,
+            Err(DbError::NotFound(_)) => {
+                tracing::warn!("no schedule with this trace id; nothing to do");
+                return Ok(Handled::NoSuchSchedule);
+            }
+            Err(e) => return self.on_db_error(Some(trace_id), e).await,
+        };
+        if let Some(expected) = match expected_invoke_count(self.msg) {
+            Some(expected) => Some(expected),
+            None if !holds_lock && row.state == State::Poll.code() && row.invoke_count > 1 => {
+                match self.headerless_expectation(trace_id, row.invoke_count).await {
+                    Ok(expected) => expected,
+                    Err(e) => return self.on_db_error(Some(trace_id), e).await,
+                }
+            }
+            None => None,
+        } && i64::from(row.invoke_count) != expected
+        {
+            if i64::from(row.invoke_count) == expected + 1 && row.state == State::Poll.code() {
+                match self.own_landed_poll(trace_id, row.invoke_count).await {
+                    Ok(Some(landed)) => return self.republish_next_poll(trace_id, row.invoke_count, &landed).await,
+                    Ok(None) => {}
+                    Err(e) => return self.on_db_error(Some(trace_id), e).await,
+                }
+            }
+            tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
+            return self.release(trace_id, holds_lock, Handled::Stale).await;
+        }
+        let registry = ctx.registry.clone();
+        let now = ctx.store.now();
+        let decision = tokio::task::spawn_blocking(move || decide(&registry, &row, callback, now))
+            .await
+            .unwrap_or_else(|join| panic!("poll decision panicked outside the plugin: {join}"));
+        let Some(mut decision) = decision else {
+            tracing::info!("schedule already final; nothing to do");
+            return self.release(trace_id, holds_lock, Handled::AlreadyFinal).await;
+        };
+        decision.result.release_lock = holds_lock;
+        let ended = ctx.store.now();
+        let attempt = Attempt {
+            trace_id: trace_id.to_owned(),
+            attempt: decision.result.invoke_count,
+            started_at: started,
+            ended_at: ended,
+            outcome: decision.result.state.name().to_owned(),
+            error: decision.result.err.clone().unwrap_or_default(),
+            hostname: ctx.config.hostname.clone(),
+            next_poll_at: decision
+                .next_poll
+                .map(|secs| ended + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
+            task_id: Some(self.msg.id.clone()),
+        };
+        match ctx.store.apply_poll(decision.result.clone(), attempt, retrying).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The row moved on while this poll ran. If it was this message's
+                // own earlier try, whose commit landed late (a frozen server),
+                // nobody published the next poll yet.
+                if decision.next_poll.is_some() {
+                    let invoke_count = decision.result.invoke_count;
+                    match self.own_landed_poll(trace_id, invoke_count).await {
+                        Ok(Some(landed)) => return self.republish_next_poll(trace_id, invoke_count, &landed).await,
+                        Ok(None) => {}
+                        Err(e) => return self.on_db_error(Some(trace_id), e).await,
+                    }
+                }
+                tracing::info!("another delivery polled this schedule first; dropped");
+                return self.release(trace_id, holds_lock, Handled::Stale).await;
+            }
+            Err(e) => return self.on_db_error(Some(trace_id), e).await,
+        }
+        tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
+        if let Some(countdown) = decision.next_poll {
+            let next = ctx.sender.schedule(trace_id, decision.result.invoke_count, countdown);
+            ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
+        }
+        if let Some(info) = decision.plugin_callback {
+            let posted =
+                tokio::task::spawn_blocking(move || super::plugin_callback::post_with_retry(&info.url, &info.data))
+                    .await;
+            if let Ok(Err(e)) = posted {
+                tracing::warn!(error = %e, "plugin callback not delivered");
+            }
+        }
+        Ok(Handled::Polled(decision.result.state))
+    }
+
+    /// What a message without the invoke-count header may expect of a row in
+    /// POLL past the producer's first poll. Such a message is the producer's
+    /// first, or a Python worker's next poll. When Celerity's own attempt log
+    /// holds the poll that made the row's current invoke_count, Celerity sent
+    /// that poll's successor with the header, so this message is a duplicate or
+    /// was late (a sweep stood in for it): it expected the count before.
+    async fn headerless_expectation(&self, trace_id: &str, invoke_count: i32) -> Result<Option<i64>, DbError> {
+        let landed = self.ctx.store.attempt(trace_id, invoke_count).await?;
+        Ok(landed.map(|_| i64::from(invoke_count) - 1))
+    }
+
+    /// The landed poll that made `invoke_count`, if it was this very message's
+    /// earlier try (same task id) and the schedule still waits in POLL at that
+    /// count: the message is a redelivery (a worker died) or a retry (the
+    /// commit's answer was lost), and the next poll may never have been
+    /// published. A fresh duplicate is not its own earlier try.
+    async fn own_landed_poll(&self, trace_id: &str, invoke_count: i32) -> Result<Option<Attempt>, DbError> {
+        if !self.origin.redelivered && self.msg.retries == 0 {
+            return Ok(None);
+        }
+        let (row, landed) = self.ctx.store.load_with_attempt(trace_id, invoke_count).await?;
+        let still_waiting = row.state == State::Poll.code() && row.invoke_count == invoke_count;
+        Ok(landed.filter(|a| {
+            still_waiting && a.outcome == State::Poll.name() && a.task_id.as_deref() == Some(self.msg.id.as_str())
+        }))
+    }
+
+    /// Publishes again the next poll of a poll that landed, due when the attempt
+    /// log says it was. If the first publish did happen, the two copies expect the
+    /// same invoke_count: one polls, the other is dropped as stale.
+    async fn republish_next_poll(
+        &self,
+        trace_id: &str,
+        invoke_count: i32,
+        landed: &Attempt,
+    ) -> Result<Handled, BrokerError> {
+        let ctx = self.ctx;
+        let now = ctx.store.now();
+        let countdown = landed.next_poll_at.map_or(0, |at| (at - now).num_seconds().max(0) as u64);
+        let next = ctx.sender.schedule(trace_id, invoke_count, countdown);
+        ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
+        tracing::warn!(invoke_count, "the poll of an earlier try had landed; its next poll is published again");
+        Ok(Handled::NextPollRepublished)
+    }
+
+    /// Releases the callback lock when this poll held it, then reports `done`.
+    async fn release(&self, trace_id: &str, holds_lock: bool, done: Handled) -> Result<Handled, BrokerError> {
+        if !holds_lock {
+            return Ok(done);
+        }
+        match self.ctx.store.unlock(trace_id).await {
+            Ok(()) => Ok(done),
+            Err(e) => self.on_db_error(Some(trace_id), e).await,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! What the tasks need of the database, as one narrow trait: the real
+//! [`Db`] runs each call on `spawn_blocking` under its deadline, and the
+//! tasks' unit tests use an in-process fake.
+
+use std::future::Future;
+
+use celerity_db::{Attempt, Db, DbError, PollResult, RetryState, ScheduleRow, repo};
+use chrono::NaiveDateTime;
+
+/// The statements of the tasks, each one call.
+pub trait Store: Send + Sync + 'static {
+    /// Now, in the tables' zone and precision.
+    fn now(&self) -> NaiveDateTime;
+
+    /// The schedule and whether it has retry bookkeeping.
+    fn load_for_poll(&self, trace_id: &str) -> impl Future<Output = Result<(ScheduleRow, bool), DbError>> + Send;
+
+    /// The schedule.
+    fn load(&self, trace_id: &str) -> impl Future<Output = Result<ScheduleRow, DbError>> + Send;
+
+    /// The landed poll that made `invoke_count`, if the attempt log has it.
+    fn attempt(
+        &self,
+        trace_id: &str,
+        invoke_count: i32,
+    ) -> impl Future<Output = Result<Option<Attempt>, DbError>> + Send;
+
+    /// The schedule and the landed poll that made `invoke_count`, in one call.
+    fn load_with_attempt(
+        &self,
+        trace_id: &str,
+        invoke_count: i32,
+    ) -> impl Future<Output = Result<(ScheduleRow, Option<Attempt>), DbError>> + Send;
+
+    /// The guarded update with its attempt-log row; whether it applied.
+    fn apply_poll(
+        &self,
+        result: PollResult,
+        attempt: Attempt,
+        retrying: bool,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// FAIL with `err` and `finish_at` unless already final; whether it applied.
+    fn fail(
+        &self,
+        trace_id: &str,
+        err: &str,
+        finish_at: NaiveDateTime,
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// Takes the callback lock; whether this caller got it.
+    fn try_lock(&self, trace_id: &str) -> impl Future<Output = Result<bool, DbError>> + Send;
+
+    /// Releases the callback lock.
+    fn unlock(&self, trace_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Records the retry bookkeeping operators see as RETRYING.
+    fn record_retry(&self, state: RetryState) -> impl Future<Output = Result<(), DbError>> + Send;
+
+    /// Deletes schedules finished before `cutoff`, `batch` per transaction; how many.
+    fn delete_finished_before(
+        &self,
+        cutoff: NaiveDateTime,
+        batch: i64,
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
+}
+
+impl Store for Db {
+    fn now(&self) -> NaiveDateTime {
+        Db::now(self)
+    }
+
+    async fn load_for_poll(&self, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| repo::load_for_poll(c, &id)).await
+    }
+
+    async fn load(&self, trace_id: &str) -> Result<ScheduleRow, DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| repo::load(c, &id)).await
+    }
+
+    async fn attempt(&self, trace_id: &str, invoke_count: i32) -> Result<Option<Attempt>, DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| repo::attempt(c, &id, invoke_count)).await
+    }
+
+    async fn load_with_attempt(
+        &self,
+        trace_id: &str,
+        invoke_count: i32,
+    ) -> Result<(ScheduleRow, Option<Attempt>), DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| Ok((repo::load(c, &id)?, repo::attempt(c, &id, invoke_count)?))).await
+    }
+
+    async fn apply_poll(&self, result: PollResult, attempt: Attempt, retrying: bool) -> Result<bool, DbError> {
+        self.call(move |c| repo::apply_poll_seen(c, &result, Some(&attempt), retrying)).await
+    }
+
+    async fn fail(&self, trace_id: &str, err: &str, finish_at: NaiveDateTime) -> Result<bool, DbError> {
+        let (id, err) = (trace_id.to_owned(), err.to_owned());
+        self.call(move |c| repo::fail(c, &id, &err, finish_at, None)).await
+    }
+
+    async fn try_lock(&self, trace_id: &str) -> Result<bool, DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| repo::try_lock(c, &id)).await
+    }
+
+    async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {
+        let id = trace_id.to_owned();
+        self.call(move |c| repo::unlock(c, &id)).await
+    }
+
+    async fn record_retry(&self, state: RetryState) -> Result<(), DbError> {
+        self.call(move |c| repo::record_retry(c, &state)).await
+    }
+
+    async fn delete_finished_before(&self, cutoff: NaiveDateTime, batch: i64) -> Result<u64, DbError> {
+        self.call(move |c| repo::delete_finished_before(c, cutoff, batch)).await
+    }
+}

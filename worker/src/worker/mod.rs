@@ -1,0 +1,122 @@
+//! `run(config, shutdown)`: consume until `shutdown` resolves, then stop
+//! taking deliveries, let in-flight polls finish within the grace period,
+//! hand the rest back and close. A lost broker connection is not the end:
+//! the worker reconnects with backoff, declares its topology again and
+//! resumes; what was in flight is redelivered by the broker, and the guarded
+//! update makes that harmless.
+
+mod session;
+pub mod sweeper;
+
+use std::future::Future;
+use std::time::Duration;
+
+use celerity_db::{Db, DbError};
+use thiserror::Error;
+
+use self::session::{SessionEnd, session};
+use crate::broker::connect::{self, with_heartbeat};
+use crate::broker::{BrokerAddr, BrokerError};
+use crate::config::WorkerConfig;
+use crate::control::endpoint::{self, Health};
+use crate::control::meters;
+use crate::plugins::Registry;
+
+/// How long a stopping worker waits for the broker to answer a cancel or a
+/// close: a broker that stopped answering must not keep the process alive.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the worker stopped other than by a shutdown signal.
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// The broker failed (unreachable at start-up, topology refused).
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The database configuration cannot work.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Runs a worker with the built-in plugins.
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    run_with(config, Registry::with_builtin(), shutdown).await
+}
+
+/// Runs a worker with the given plugins.
+pub async fn run_with(
+    config: WorkerConfig,
+    registry: Registry,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let db = Db::new(config.db.clone())?;
+    check_database(&db, &config).await?;
+    // Before any metric is recorded: what comes earlier is lost. The timer
+    // drains histogram samples whether or not anyone scrapes; it stops when
+    // the worker returns.
+    let _upkeep = meters::upkeep(meters::UPKEEP_INTERVAL);
+    let health = Health::new(db.clone());
+    let _server = match endpoint::serve(config.http_addr, health.clone()).await {
+        Ok(server) => {
+            tracing::info!(addr = %server.addr, "serving /metrics and /healthz");
+            Some(server)
+        }
+        // Several workers on one host with the default address: the first
+        // serves, the rest run on without the endpoint.
+        Err(e) => {
+            tracing::error!(addr = %config.http_addr, error = %e, "cannot serve /metrics and /healthz");
+            None
+        }
+    };
+    let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
+    let mut conn = connect::connect(&addr, config.broker_wait).await?;
+    tokio::pin!(shutdown);
+    loop {
+        let ended = session(&config, &db, &registry, &conn, &health, &mut shutdown).await;
+        health.set_channel(None);
+        match ended? {
+            SessionEnd::Shutdown => {
+                bounded("connection close", conn.close(200, "worker stopping".into())).await;
+                tracing::info!("worker stopped");
+                return Ok(());
+            }
+            SessionEnd::Lost(reason) => tracing::warn!(%reason, "broker connection lost; reconnecting"),
+        }
+        conn = tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("worker stopped while reconnecting");
+                return Ok(());
+            }
+            connected = connect::reconnect(&addr) => connected.map_err(BrokerError::from)?,
+        };
+        metrics::counter!(meters::RECONNECTS).increment(1);
+        tracing::info!("reconnected to the broker");
+    }
+}
+
+/// A database that is down at start-up is a transient condition: polls
+/// retry. One that refuses the configuration (a wrong password, no such
+/// database) is bad configuration: every poll would fail.
+async fn check_database(db: &Db, config: &WorkerConfig) -> Result<(), WorkerError> {
+    let checked = db.clone();
+    let check = tokio::task::spawn_blocking(move || checked.check_connection());
+    match tokio::time::timeout(config.db.call_timeout, check).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) if !e.is_transient() => return Err(WorkerError::Db(e)),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "database not reachable at start-up; polls will retry until it is")
+        }
+        Ok(Err(join)) => panic!("database check panicked: {join}"),
+        Err(_) => tracing::warn!("database not answering at start-up; polls will retry until it does"),
+    }
+    Ok(())
+}
+
+/// Runs one shutdown step against the broker, giving up after
+/// [`CLOSE_TIMEOUT`]; its outcome does not change what happens next.
+async fn bounded<T>(step: &str, fut: impl Future<Output = lapin::Result<T>>) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, fut).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(step, error = %e, "broker refused a shutdown step"),
+        Err(_) => tracing::warn!(step, "broker did not answer a shutdown step in time; going on"),
+    }
+}

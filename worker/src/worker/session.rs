@@ -1,0 +1,198 @@
+//! One session with the broker: declare the topology, start the consumers,
+//! the events, the mailbox and the sweeper, hand each delivery to
+//! [`crate::delivery::handle`], and stop it all on shutdown or when the
+//! connection breaks.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use celerity_db::Db;
+use futures_lite::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::{WorkerError, bounded, sweeper};
+use crate::broker::{self, BrokerError, Publisher};
+use crate::config::WorkerConfig;
+use crate::control::endpoint::Health;
+use crate::control::events::{self, Events};
+use crate::control::inflight::InFlight;
+use crate::control::pidbox;
+use crate::delivery;
+use crate::plugins::Registry;
+use crate::tasks::Ctx;
+use crate::tasks::messages::Sender;
+
+/// How a session with the broker ended.
+pub(super) enum SessionEnd {
+    /// Shutdown was requested and done.
+    Shutdown,
+    /// The connection broke; reconnect.
+    Lost(String),
+}
+
+/// Consumes on one connection until shutdown or until the connection breaks.
+pub(super) async fn session<F: Future<Output = ()>>(
+    config: &WorkerConfig,
+    db: &Db,
+    registry: &Registry,
+    conn: &Connection,
+    health: &Health,
+    shutdown: &mut Pin<&mut F>,
+) -> Result<SessionEnd, WorkerError> {
+    let consume = conn.create_channel().await.map_err(BrokerError::from)?;
+    let queues = config.consumed_queues();
+    broker::declare_topology(&consume, &config.declared_queues(), config.queue_type).await?;
+    let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
+    let prefetch = config.prefetch();
+    consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
+    let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
+    health.set_channel(Some(consume.clone()));
+    // Events and remote control are for operators' tools: without them the
+    // worker still works.
+    let events = match Events::start(conn, &config.hostname, config.events).await {
+        Ok(events) => Some(Arc::new(events)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot send Celery events");
+            None
+        }
+    };
+    let heartbeat = events.clone().map(|events| {
+        tokio::spawn(async move {
+            events.worker("worker-online").await;
+            loop {
+                tokio::time::sleep(events::HEARTBEAT).await;
+                events.worker("worker-heartbeat").await;
+            }
+        })
+    });
+    let inflight = Arc::new(InFlight::new(&config.hostname));
+    let mailbox = match pidbox::start(conn, config, prefetch, events.clone(), inflight.clone()).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(error = %e, "no remote control mailbox; celery inspect will not see this worker");
+            None
+        }
+    };
+    tracing::info!(queues = ?queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
+
+    let sender = Sender::new(&config.hostname);
+    let sweeping = config.sweep_interval.map(|every| {
+        let (db, publisher, sender, settings) = (db.clone(), publisher.clone(), sender.clone(), config.sweep);
+        tokio::spawn(async move { sweeper::periodically(&db, &publisher, &sender, settings, every).await })
+    });
+    let ctx = Arc::new(Ctx {
+        store: db.clone(),
+        publisher,
+        registry: registry.clone(),
+        config: config.clone(),
+        sender,
+        events: events.clone(),
+        inflight,
+    });
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let end = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => {
+                tracing::info!("shutdown requested");
+                break SessionEnd::Shutdown;
+            }
+            delivery = rx.recv() => match delivery {
+                Some(Ok(delivery)) => {
+                    tasks.spawn(delivery::handle(ctx.clone(), delivery, permits.clone(), stop_rx.clone()));
+                }
+                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                None => break SessionEnd::Lost("the broker closed the consumers".into()),
+            },
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "delivery handler panicked; its message will be redelivered");
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    drop(rx);
+    for task in [sweeping, mailbox, heartbeat].into_iter().flatten() {
+        task.abort();
+    }
+    match end {
+        SessionEnd::Shutdown => {
+            // Stop taking deliveries; those not yet running stay unacked and go back.
+            for tag in &tags {
+                bounded("consumer cancel", consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()))
+                    .await;
+            }
+            drain(&mut tasks, config.shutdown_grace).await;
+            if let Some(events) = &events {
+                events.worker("worker-offline").await;
+            }
+            bounded("channel close", consume.close(200, "worker stopping".into())).await;
+        }
+        SessionEnd::Lost(_) => {
+            // Nothing in flight can be acked on a dead connection: the broker
+            // redelivers it all, so stop the handlers now and move on.
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    Ok(end)
+}
+
+/// One consumer per queue, all feeding one channel of deliveries.
+async fn start_consumers(
+    config: &WorkerConfig,
+    queues: &[String],
+    consume: &Channel,
+    prefetch: u16,
+) -> Result<(mpsc::Receiver<lapin::Result<lapin::message::Delivery>>, Vec<String>), WorkerError> {
+    let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
+    let mut tags = Vec::new();
+    for queue in queues {
+        let tag = format!("{}.{queue}", config.hostname);
+        let mut consumer = consume
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(BrokerError::from)?;
+        tags.push(tag);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(delivery) = consumer.next().await {
+                if tx.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((rx, tags))
+}
+
+/// Waits for in-flight handlers up to `grace`, then stops the rest (their
+/// messages stay unacked and go back to the broker).
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "delivery handler panicked");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "grace period over; handing the rest back unacked");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
