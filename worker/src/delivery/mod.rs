@@ -9,6 +9,9 @@ pub mod poison;
 pub mod settle;
 pub mod tracking;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use lapin::message::Delivery;
