@@ -67,16 +67,30 @@ ensure_rabbitmq() {
 }
 
 # The venv with real Celery, rebuilt only when the requirements change.
+# With a third argument PYDANTIC ("pydantic<2" or "pydantic>=2"), it also
+# gets the real bk-plugin-framework 2.3.15 (--no-deps) and what its runtime
+# needs (tests/python/framework-requirements.txt), for the Python plugin tests.
 ensure_venv() {
-    local venv="$1" requirements="$2"
+    local venv="$1" requirements="$2" pydantic="${3:-}"
     local stamp="$venv/.requirements.sha256"
+    local framework=tests/python/framework-requirements.txt
     local want
-    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    want=$( (cat "$requirements"; [ -n "$pydantic" ] && cat "$framework" && echo "$pydantic") | sha256sum | cut -d' ' -f1)
     if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
     log "preparing Python venv $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    if [ -n "$pydantic" ]; then
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$framework" "$pydantic"
+        "$venv/bin/pip" install -q --disable-pip-version-check --no-deps bk-plugin-framework==2.3.15
+    fi
     echo "$want" > "$stamp"
+}
+
+# The project's venv (.venv): real Celery, and the real framework with
+# pydantic v2. Every script uses this one, so none rebuilds it for another.
+ensure_project_venv() {
+    ensure_venv "$PWD/.venv" tests/python/requirements.txt "pydantic>=2,<3"
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use lapin::{Channel, Connection, ConnectionProperties};
 
 pub mod ledger;
+pub mod plugin_project;
 pub mod private_rabbitmq;
 pub mod procfs;
 pub mod tls;

@@ -183,6 +183,8 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
             headers.inner().get("x-celerity-dead-reason").and_then(header::as_text).unwrap_or_default().to_owned();
         assert!(reason.contains("delivered 5 times"), "{queue_type:?}: {reason}");
         assert_eq!(rows(&tdb)[&trace_id].invoke_count, 1, "{queue_type:?}: the poison message did not run");
+        let row = wait_for_rows(&tdb, Duration::from_secs(10), |r| r[&trace_id].state == State::Fail.code()).await;
+        assert!(row[&trace_id].err.starts_with("message dead-lettered: delivered 5 times"), "{:?}", row[&trace_id]);
         worker.stop().await.unwrap();
     }
 }

@@ -53,7 +53,7 @@ const IMPATIENT: &[&str] = &[
 /// A `celerity worker` process, logging to `dir/<name>.log`.
 fn worker(broker: &str, database: &str, name: &str, dir: &Path, extra: &[&str]) -> Child {
     Command::new(celerity_bin())
-        .args(["worker", "--broker-url", broker, "--database-url", database, "--concurrency", "8"])
+        .args(["worker", "--example-plugin", "--broker-url", broker, "--database-url", database, "--concurrency", "8"])
         .args(["--hostname", &format!("celerity@{name}")])
         .args(extra)
         .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).expect("worker log")))

@@ -32,7 +32,16 @@ async fn next_polls_use_celeritys_queue_and_a_hand_back_lets_python_finish_them(
     let ids: Vec<String> = (0..10).map(|_| unique("h").replace('-', "")).collect();
     let dir = temp_dir();
     let mut worker = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url(), "--queues", "plugin_schedule"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &vhost.url(),
+            "--database-url",
+            &db.url(),
+            "--queues",
+            "plugin_schedule",
+        ])
         .stderr(Stdio::from(std::fs::File::create(dir.join("celerity.log")).unwrap()))
         .spawn()
         .unwrap();

@@ -35,7 +35,16 @@ async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() 
 
     // Not trusting the test CA: the TLS handshake fails, and the worker says so.
     let refused = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &broker.amqps_url(), "--database-url", &db.url(), "--broker-wait", "1"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &broker.amqps_url(),
+            "--database-url",
+            &db.url(),
+            "--broker-wait",
+            "1",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -44,7 +53,7 @@ async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() 
     assert!(!stderr.contains("guest:guest"), "{stderr}");
 
     let mut cmd = Command::new(celerity_bin());
-    cmd.args(["worker", "--broker-url", &broker.amqps_url(), "--database-url", &db.url()])
+    cmd.args(["worker", "--example-plugin", "--broker-url", &broker.amqps_url(), "--database-url", &db.url()])
         .arg("--broker-ca-file")
         .arg(broker.ca_file())
         .args(["--queues", "plugin_schedule"]);
@@ -100,6 +109,7 @@ async fn mysql_over_tls_through_the_url_options() {
     let mut cmd = Command::new(celerity_bin());
     cmd.args([
         "worker",
+        "--example-plugin",
         "--broker-url",
         &vhost.url(),
         "--database-url",
@@ -179,10 +189,16 @@ async fn credentials_never_show_in_logs_errors_or_status() {
     let runs: [(&str, &[&str]); 7] = [
         (
             "worker, wrong broker password",
-            &["worker", "--broker-url", &wrong_broker, "--database-url", d, "--broker-wait", "1"],
+            &["worker", "--example-plugin", "--broker-url", &wrong_broker, "--database-url", d, "--broker-wait", "1"],
         ),
-        ("worker, broker URL with a bad scheme", &["worker", "--broker-url", &bad_scheme_broker, "--database-url", d]),
-        ("worker, database URL with a bad scheme", &["worker", "--broker-url", b, "--database-url", &bad_scheme_db]),
+        (
+            "worker, broker URL with a bad scheme",
+            &["worker", "--example-plugin", "--broker-url", &bad_scheme_broker, "--database-url", d],
+        ),
+        (
+            "worker, database URL with a bad scheme",
+            &["worker", "--example-plugin", "--broker-url", b, "--database-url", &bad_scheme_db],
+        ),
         ("migrate, wrong database password", &["migrate", "--database-url", &wrong_db]),
         ("status, wrong database password", &["status", "--summary", "--database-url", &wrong_db]),
         ("sweep, wrong database password", &["sweep", "--dry-run", "--database-url", &wrong_db]),
@@ -202,7 +218,16 @@ async fn credentials_never_show_in_logs_errors_or_status() {
     // A worker whose database refuses its password exits at start-up with
     // one clear line, rather than failing every schedule it takes.
     let out = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &broker_url, "--database-url", &wrong_db, "--queues", "plugin_schedule"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &broker_url,
+            "--database-url",
+            &wrong_db,
+            "--queues",
+            "plugin_schedule",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -110,7 +110,16 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
     }
     let dir = temp_dir();
     let mut child = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "4"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &vhost.url(),
+            "--database-url",
+            &tdb.url(),
+            "--concurrency",
+            "4",
+        ])
         .args(["--queues", "plugin_schedule", "--shutdown-grace", "10"])
         .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
         .spawn()
@@ -174,7 +183,7 @@ fn unreachable_broker_fails_after_a_bounded_wait() {
     let tdb = migrated_database();
     let started = Instant::now();
     let out = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &url, "--broker-wait", "2", "--log-format", "json"])
+        .args(["worker", "--example-plugin", "--broker-url", &url, "--broker-wait", "2", "--log-format", "json"])
         .args(["--database-url", &tdb.url()])
         .env("RUST_LOG", "off")
         .output()
@@ -228,7 +237,16 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_
     let dir = temp_dir();
     let start_worker = |log: &str| {
         Command::new(celerity_bin())
-            .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "8"])
+            .args([
+                "worker",
+                "--example-plugin",
+                "--broker-url",
+                &vhost.url(),
+                "--database-url",
+                &tdb.url(),
+                "--concurrency",
+                "8",
+            ])
             .args(["--queues", "plugin_schedule", "--queue-type", queue_type])
             .stderr(Stdio::from(std::fs::File::create(dir.join(log)).unwrap()))
             .spawn()
@@ -278,7 +296,16 @@ async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
         .iter()
         .map(|name| {
             Command::new(celerity_bin())
-                .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "4"])
+                .args([
+                    "worker",
+                    "--example-plugin",
+                    "--broker-url",
+                    &vhost.url(),
+                    "--database-url",
+                    &tdb.url(),
+                    "--concurrency",
+                    "4",
+                ])
                 .args(["--queues", "plugin_schedule", "--hostname", &format!("celerity@{name}")])
                 .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()))
                 .spawn()
@@ -331,7 +358,16 @@ async fn lost_broker_connections_are_reconnected_and_nothing_is_lost() {
     }
     let dir = temp_dir();
     let mut worker = Command::new(celerity_bin())
-        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &tdb.url(), "--concurrency", "8"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &vhost.url(),
+            "--database-url",
+            &tdb.url(),
+            "--concurrency",
+            "8",
+        ])
         .args(["--queues", "plugin_schedule"])
         .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
         .spawn()

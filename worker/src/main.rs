@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc: with glibc's allocator the worker's RSS crept up by about
+/// 7 bytes per poll with its live heap flat (fragmentation); with jemalloc it
+/// stays flat (BENCHMARKS.md, "Memory over a million polls").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     celerity::commands::run(celerity::config::flags::Cli::parse())
 }

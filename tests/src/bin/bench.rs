@@ -117,7 +117,7 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
         }
         c if c.starts_with("celerity") => {
             let mut c = Command::new(bench_celerity_bin());
-            c.args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url()])
+            c.args(["worker", "--example-plugin", "--broker-url", &vhost.url(), "--database-url", &db.url()])
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
                 .args(["--http-addr", "127.0.0.1:0"])

@@ -73,7 +73,16 @@ fn main() {
         .spawn()
         .unwrap();
     let mut celerity_worker = Command::new(&celerity)
-        .args(["worker", "--broker-url", &rs_vhost.url(), "--database-url", &db.url(), "--queues", "plugin_schedule"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &rs_vhost.url(),
+            "--database-url",
+            &db.url(),
+            "--queues",
+            "plugin_schedule",
+        ])
         .stderr(Stdio::from(std::fs::File::create(dir.join("celerity.log")).unwrap()))
         .spawn()
         .unwrap();

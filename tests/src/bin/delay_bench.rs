@@ -67,7 +67,16 @@ async fn delay_depth(ch: &lapin::Channel) -> u64 {
 
 fn start_worker(vhost: &Vhost, db: &TestDatabase, log: &str) -> Child {
     Command::new(bench_celerity_bin())
-        .args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url(), "--concurrency", "32"])
+        .args([
+            "worker",
+            "--example-plugin",
+            "--broker-url",
+            &vhost.url(),
+            "--database-url",
+            &db.url(),
+            "--concurrency",
+            "32",
+        ])
         .args(["--queues", "plugin_schedule", "--log-format", "json"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::from(std::fs::File::create(log).unwrap()))

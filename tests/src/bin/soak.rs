@@ -152,6 +152,7 @@ async fn run(a: &Args, label: &str, binary: &PathBuf, mode: Mode) -> Run {
     let log = std::env::temp_dir().join(format!("celerity-soak-{label}-{}.log", mode.name().replace(' ', "-")));
     let mut worker: Child = Command::new(binary)
         .args(["worker", "--broker-url", &vhost.url(), "--database-url", &db.url()])
+        .args(example_plugin_flag(binary))
         .args(["--concurrency", &a.concurrency.to_string(), "--http-addr", &http.to_string()])
         .args(["--hostname", &format!("celerity@soak-{label}")])
         // Warnings only unless the caller says otherwise (RUST_LOG=info
@@ -213,6 +214,13 @@ async fn run(a: &Args, label: &str, binary: &PathBuf, mode: Mode) -> Run {
         samples,
         warmup_polls: (total as f64 * a.warmup_share) as i64,
     }
+}
+
+/// `--example-plugin` for binaries that register the example plugin only
+/// when asked; older ones always had it and know no such flag.
+fn example_plugin_flag(binary: &PathBuf) -> Vec<&'static str> {
+    let help = Command::new(binary).args(["worker", "--help"]).output().map(|o| o.stdout).unwrap_or_default();
+    if String::from_utf8_lossy(&help).contains("--example-plugin") { vec!["--example-plugin"] } else { Vec::new() }
 }
 
 fn report(a: &Args, runs: &[Run]) {

@@ -4,6 +4,7 @@
 
 pub mod hand_back;
 pub mod migrate;
+pub mod plugins;
 pub mod status;
 pub mod sweep;
 pub mod worker;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Sweep(args) => runtime.block_on(sweep::run(args)),
         Command::HandBack(args) => runtime.block_on(hand_back::run(args)),
+        Command::Plugins(args) => runtime.block_on(plugins::run(args)),
     };
     match printed {
         Ok(text) => {

@@ -34,6 +34,16 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Roll back to Python workers: move next polls from celerity.schedule to plugin_schedule.
     HandBack(HandBackArgs),
+    /// List every plugin version, where it runs, and the class or type behind it.
+    Plugins(PluginsArgs),
+}
+
+/// `celerity plugins`.
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// Where the plugins come from.
+    #[command(flatten)]
+    pub plugins: PluginFlags,
 }
 
 /// `celerity hand-back`.
@@ -205,6 +215,36 @@ pub struct WorkerArgs {
     /// `enable_events` control command asks for them.
     #[arg(long, env = "CELERITY_WITHOUT_EVENTS")]
     pub without_events: bool,
+    /// How plugins run.
+    #[command(flatten)]
+    pub plugins: PluginFlags,
+}
+
+/// Where the plugins come from and how Python ones run: shared by `worker` and `plugins`.
+#[derive(Debug, Args)]
+pub struct PluginFlags {
+    /// The plugin project's interpreter (e.g. its venv's bin/python): its Python plugins run in host processes
+    /// of it, with the worker's environment.
+    #[arg(long, env = "CELERITY_PYTHON")]
+    pub python: Option<std::path::PathBuf>,
+    /// Plugin host processes (default: one per CPU).
+    #[arg(long, env = "CELERITY_PYTHON_WORKERS")]
+    pub python_workers: Option<usize>,
+    /// Seconds one plugin step may run before its host is killed and the schedule fails (0: no limit).
+    #[arg(long, env = "CELERITY_PLUGIN_TIMEOUT", default_value_t = Secs(Duration::ZERO))]
+    pub plugin_timeout: Secs,
+    /// Steps after which a plugin host is replaced (0: never).
+    #[arg(long, env = "CELERITY_PYTHON_MAX_TASKS", default_value_t = 0)]
+    pub python_max_tasks: u64,
+    /// Resident MiB past which a plugin host is replaced after its step (0: no limit).
+    #[arg(long, env = "CELERITY_PYTHON_MAX_MEMORY", default_value_t = 0)]
+    pub python_max_memory: u64,
+    /// Steps of one schedule that may kill their plugin host before the schedule fails.
+    #[arg(long, env = "CELERITY_PLUGIN_MAX_CRASHES", default_value_t = config::DEFAULT_PLUGIN_MAX_CRASHES)]
+    pub plugin_max_crashes: u32,
+    /// Run Celerity's example plugin as version 1.0.0 (the demo and the tests use it).
+    #[arg(long, env = "CELERITY_EXAMPLE_PLUGIN")]
+    pub example_plugin: bool,
 }
 
 /// A duration given in seconds on the command line, possibly fractional (`0.2`).

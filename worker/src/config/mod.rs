@@ -8,6 +8,7 @@ pub mod flags;
 pub mod validate;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use celerity_db::DbConfig;
@@ -78,6 +79,35 @@ impl Default for SweepSettings {
     }
 }
 
+/// Host processes when nothing else is said: one per CPU, as Celery's
+/// prefork pool starts one child per CPU.
+pub fn default_python_workers() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
+/// Steps that may kill their host before the schedule fails: a plugin that
+/// crashes its process every time must not loop forever.
+pub const DEFAULT_PLUGIN_MAX_CRASHES: u32 = 3;
+
+/// How Python plugin hosts run (`--python` and its flags).
+#[derive(Debug, Clone)]
+pub struct PythonSettings {
+    /// The plugin project's interpreter, e.g. its venv's `bin/python`.
+    pub interpreter: PathBuf,
+    /// Host processes.
+    pub workers: usize,
+    /// A step running longer kills its host and fails the schedule; `None`
+    /// waits as long as it takes, as Celery does without time limits.
+    pub timeout: Option<Duration>,
+    /// Steps after which a host is replaced (Celery's `worker_max_tasks_per_child`).
+    pub max_tasks: Option<u64>,
+    /// Resident memory in MiB past which a host is replaced after its step
+    /// (Celery's `worker_max_memory_per_child`).
+    pub max_memory_mib: Option<u64>,
+    /// The most verbose level the worker logs: hosts send nothing below it.
+    pub log_level: tracing::level_filters::LevelFilter,
+}
+
 /// Everything `celerity worker` needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -127,6 +157,12 @@ pub struct WorkerConfig {
     pub sweep: SweepSettings,
     /// Send Celery events (`celeryev`) from the start.
     pub events: bool,
+    /// Python plugin hosts, when `--python` names an interpreter.
+    pub python: Option<PythonSettings>,
+    /// Register the built-in example plugin `1.0.0`.
+    pub example_plugin: bool,
+    /// Steps of a schedule that may kill their host before it fails.
+    pub plugin_max_crashes: u32,
 }
 
 impl WorkerConfig {
@@ -154,6 +190,9 @@ impl WorkerConfig {
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             sweep: SweepSettings::default(),
             events: true,
+            python: None,
+            example_plugin: false,
+            plugin_max_crashes: DEFAULT_PLUGIN_MAX_CRASHES,
         }
     }
 

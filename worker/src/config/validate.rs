@@ -3,8 +3,8 @@
 
 use celerity_db::{Db, DbConfig, Tz};
 
-use super::flags::{BrokerFlags, SweepFlags, WorkerArgs};
-use super::{Backoff, SweepSettings, WorkerConfig, default_hostname};
+use super::flags::{BrokerFlags, PluginFlags, SweepFlags, WorkerArgs};
+use super::{Backoff, PythonSettings, SweepSettings, WorkerConfig, default_hostname, default_python_workers};
 use crate::broker::BrokerAddr;
 
 impl WorkerArgs {
@@ -53,8 +53,41 @@ impl WorkerArgs {
             sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
             events: !self.without_events,
             sweep,
+            python: self.plugins.python_settings()?,
+            example_plugin: self.plugins.example_plugin,
+            plugin_max_crashes: self.plugins.plugin_max_crashes.max(1),
         })
     }
+}
+
+impl PluginFlags {
+    /// The Python hosts' settings, when `--python` names an interpreter.
+    pub fn python_settings(&self) -> Result<Option<PythonSettings>, String> {
+        let Some(interpreter) = &self.python else {
+            return Ok(None);
+        };
+        if self.python_workers == Some(0) {
+            return Err("--python-workers must be at least 1".into());
+        }
+        let positive = |n: u64| (n > 0).then_some(n);
+        Ok(Some(PythonSettings {
+            interpreter: interpreter.clone(),
+            workers: self.python_workers.unwrap_or_else(default_python_workers),
+            timeout: (!self.plugin_timeout.0.is_zero()).then_some(self.plugin_timeout.0),
+            max_tasks: positive(self.python_max_tasks),
+            max_memory_mib: positive(self.python_max_memory),
+            log_level: log_level(),
+        }))
+    }
+}
+
+/// The most verbose level `RUST_LOG` lets through (default `info`), so
+/// plugin hosts send no record the worker would drop.
+fn log_level() -> tracing::level_filters::LevelFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .ok()
+        .and_then(|f| f.max_level_hint())
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO)
 }
 
 impl BrokerFlags {

@@ -29,6 +29,14 @@ pub const RECONNECTS: &str = "celerity_broker_reconnects_total";
 /// Messages moved to the dead-letter queue.
 pub const DEAD_LETTERED: &str = "celerity_dead_lettered_total";
 
+/// Python plugin hosts running now.
+pub const PYTHON_HOSTS: &str = "celerity_python_hosts";
+/// Python plugin hosts replaced, by cause (`died`, `timeout`, `protocol`,
+/// `max_tasks`, `max_memory`).
+pub const HOST_RESTARTS: &str = "celerity_python_host_restarts_total";
+/// Seconds of one plugin step, by version and outcome.
+pub const STEP_SECONDS: &str = "celerity_plugin_step_seconds";
+
 /// How often a worker drains histogram samples into their buckets without
 /// a scrape: the exporter's own default, so at 1,000 polls/s at most about
 /// 5,000 samples (40 KiB) wait between drains.

@@ -31,14 +31,16 @@ pub async fn dispatch<S: Store, P: Publish>(
         queue: delay::destination(routing_key).unwrap_or(routing_key).to_owned(),
         redelivered: poison::deliveries(delivery) > 1,
     };
+    let opts = DecodeOptions { naive_zone: ctx.config.db.time_zone, ..DecodeOptions::default() };
+    let decode = || broker_proto::decode(&properties_of(&delivery.properties), &delivery.data, &opts);
     match poison::check(&ctx.publisher, ctx.config.max_deliveries, &origin, delivery).await {
         Ok(Verdict::Run) => {}
+        Ok(Verdict::Poison(reason)) => return poisoned(ctx, delivery, &origin, decode().ok(), &reason).await,
         Ok(Verdict::Settled(handled)) => return handled,
         Err(e) => return Handled::HandedBack(e),
     }
-    let opts = DecodeOptions { naive_zone: ctx.config.db.time_zone, ..DecodeOptions::default() };
     // Shared with the in-flight view without a copy.
-    let msg = match broker_proto::decode(&properties_of(&delivery.properties), &delivery.data, &opts) {
+    let msg = match decode() {
         Ok(msg) => Arc::new(msg),
         Err(e) => return dead_letter(&ctx.publisher, delivery, &format!("cannot decode: {e}")).await.into(),
     };
@@ -62,6 +64,33 @@ pub async fn dispatch<S: Store, P: Publish>(
     }
     .instrument(span)
     .await
+}
+
+/// A poison message goes to the dead-letter queue, and the schedule it
+/// polls ends FAIL with the reason: left open, the sweeper would send it
+/// again forever. Both are confirmed before the delivery is acked.
+async fn poisoned<S: Store, P: Publish>(
+    ctx: &Ctx<S, P>,
+    delivery: &Delivery,
+    origin: &Origin,
+    msg: Option<TaskMessage>,
+    reason: &str,
+) -> Handled {
+    if let Err(e) = dead_letter(&ctx.publisher, delivery, reason).await {
+        return Handled::HandedBack(e);
+    }
+    let schedule = msg.as_ref().and_then(|m| match Job::of(m) {
+        Ok(Job::Schedule(trace_id)) => Some(trace_id),
+        Ok(Job::Callback(args)) => Some(args.trace_id),
+        Ok(Job::Delete) | Err(_) => None,
+    });
+    if let (Some(msg), Some(trace_id)) = (&msg, schedule) {
+        let task = Task { ctx, origin, msg };
+        if let Err(e) = task.fail_schedule(&trace_id, format!("message dead-lettered: {reason}")).await {
+            return Handled::HandedBack(e);
+        }
+    }
+    Handled::DeadLettered
 }
 
 /// Drops an expired message, moves one due later than the eta window to the

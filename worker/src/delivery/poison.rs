@@ -11,7 +11,6 @@
 use broker_proto::{AMQPValue, header};
 use lapin::message::Delivery;
 
-use super::dead_letter::dead_letter;
 use crate::broker::{BrokerError, Publish};
 use crate::tasks::headers::{DELIVERIES_HEADER, QUORUM_COUNT_HEADER};
 use crate::tasks::{Handled, Origin};
@@ -21,7 +20,9 @@ use crate::tasks::{Handled, Origin};
 pub enum Verdict {
     /// Go on and run it.
     Run,
-    /// Already dealt with (dead-lettered, or re-published with its count).
+    /// Delivered too often: dead-letter it, for this reason.
+    Poison(String),
+    /// Already dealt with (re-published with its count).
     Settled(Handled),
 }
 
@@ -37,7 +38,7 @@ pub fn deliveries(delivery: &Delivery) -> u32 {
     }
 }
 
-/// Dead-letters a message delivered `max_deliveries` times; re-publishes a
+/// Finds a message delivered `max_deliveries` times poison; re-publishes a
 /// redelivered classic-queue message with its count.
 pub async fn check(
     publisher: &impl Publish,
@@ -47,8 +48,9 @@ pub async fn check(
 ) -> Result<Verdict, BrokerError> {
     let n = deliveries(delivery);
     if n >= max_deliveries {
-        let reason = format!("delivered {n} times without completing (max_deliveries {max_deliveries})");
-        return dead_letter(publisher, delivery, &reason).await.map(Verdict::Settled);
+        return Ok(Verdict::Poison(format!(
+            "delivered {n} times without completing (max_deliveries {max_deliveries})"
+        )));
     }
     let quorum = delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(QUORUM_COUNT_HEADER));
     if !delivery.redelivered || quorum {

@@ -2,7 +2,7 @@
 //! waits, what is dead-lettered or counted again, and what goes back.
 
 use broker_proto::{AMQPValue, TaskMessage, Value, delay, header, topology};
-use celerity_db::State;
+use celerity_db::{DbError, State};
 use chrono::{Duration, SubsecRound, Utc};
 use lapin::message::Delivery;
 use tokio::sync::{Semaphore, watch};
@@ -147,7 +147,28 @@ async fn a_message_delivered_too_often_is_dead_lettered() {
         AMQPValue::LongLongInt(i64::from(max)),
     );
     assert!(matches!(run(&ctx, &quorum).await, Handled::DeadLettered));
-    assert_eq!(ctx.store.row(T).invoke_count, 1);
+    let row = ctx.store.row(T);
+    assert_eq!(row.invoke_count, 1, "the poison message did not run");
+    assert_eq!(row.state, State::Fail.code(), "left open, the sweeper would send it again forever");
+    assert!(row.err.starts_with("message dead-lettered: delivered "), "{}", row.err);
+}
+
+#[tokio::test]
+async fn a_poison_messages_fail_that_must_wait_is_a_fresh_message() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 3, 0)]));
+    ctx.store.fail_next("fail", DbError::Deadline(std::time::Duration::from_secs(1)));
+    let max = i32::try_from(ctx.config.max_deliveries).unwrap();
+    let d = with_header(
+        delivery("plugin_schedule", &message(topology::SCHEDULE_TASK), true),
+        DELIVERIES_HEADER,
+        AMQPValue::LongInt(max - 1),
+    );
+    assert!(matches!(run(&ctx, &d).await, Handled::DeadLettered));
+    let sent = ctx.publisher.sent();
+    assert_eq!(sent.len(), 2, "the dead letter and the pending FAIL");
+    let pending = sent[1].message();
+    assert!(crate::tasks::headers::pending_fail(&pending).is_some());
+    assert!(!pending.extra_headers.contains_key(DELIVERIES_HEADER), "or it would be poison on arrival");
 }
 
 #[tokio::test]

@@ -1,9 +1,16 @@
-//! Plugins: the [`Plugin`] trait a Rust plugin implements, the [`Registry`]
-//! the worker looks versions up in, and the plugins Celerity ships.
+//! Plugins: where each version runs ([`Plugins`]), one step of a plugin
+//! whatever its kind ([`step`]), Rust plugins ([`Plugin`], [`Registry`],
+//! the example) and Python plugins in host processes ([`python`]).
 
 pub mod example;
 pub mod plugin;
+pub mod pyjson;
+pub mod python;
 pub mod registry;
+pub mod sources;
+pub mod step;
 
-pub use self::plugin::{Callback, Context, Outcome, Plugin, PluginCallbackInfo};
-pub use self::registry::{Registry, Run, RunError, RunInput};
+pub use self::plugin::{Callback, Context, Outcome, Plugin};
+pub use self::registry::Registry;
+pub use self::sources::{Plugins, Runs};
+pub use self::step::{PluginCallbackInfo, StepError, StepInput, StepOutcome, StepResult};

@@ -29,15 +29,6 @@ pub struct Callback {
     pub data: Value,
 }
 
-/// Where to POST when the schedule ends (`context.data.plugin_callback_info`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct PluginCallbackInfo {
-    /// The URL to POST to.
-    pub url: String,
-    /// The JSON object posted.
-    pub data: Map<String, Value>,
-}
-
 /// What a plugin sees and may change during one execute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context<D> {

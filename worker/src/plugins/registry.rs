@@ -1,6 +1,7 @@
-//! Plugins by version, and running one of them on a schedule's stored
-//! parts: typed inputs checked, a panic caught as the Python worker's
-//! "unexpected error", the context data re-validated as Python does.
+//! Rust plugins by version, and one step of one of them: the stored data
+//! parsed, typed inputs checked, a panic caught as the Python worker's
+//! "unexpected error", the context data re-validated as Python does, and
+//! the new data written as Python's `json.dumps` writes it.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,65 +11,45 @@ use celerity_db::State;
 use serde_json::{Map, Value};
 
 use super::example::Example;
-use super::plugin::{Callback, Context, Outcome, Plugin, PluginCallbackInfo};
+use super::plugin::{Callback, Context, Outcome, Plugin};
+use super::pyjson;
+use super::step::{PluginCallbackInfo, StepInput, StepOutcome, StepResult};
 
 /// What one run of a plugin left behind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Run {
+struct Run {
     /// The outcome, or the panic message of an unexpected error.
-    pub outcome: Result<Outcome, String>,
-    /// Storage after the run.
-    pub storage: Map<String, Value>,
-    /// Outputs after the run.
-    pub outputs: Map<String, Value>,
+    outcome: Result<Outcome, String>,
+    storage: Map<String, Value>,
+    outputs: Map<String, Value>,
     /// The context data as stored again: the original, re-validated.
-    pub context_data: Value,
-    /// Where to POST on a final state, if the plugin asks for it.
-    pub plugin_callback: Option<PluginCallbackInfo>,
-}
-
-/// Why a plugin could not run at all.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RunError {
-    /// `data.inputs` does not fit the plugin's inputs.
-    #[error("inputs validation error: {0}")]
-    Inputs(String),
-    /// `data.context.data` does not fit the plugin's context data.
-    #[error("context validation error: {0}")]
-    ContextData(String),
+    context_data: Value,
+    plugin_callback: Option<PluginCallbackInfo>,
 }
 
 /// The stored parts of a schedule a plugin runs with.
-#[derive(Debug, Clone)]
-pub struct RunInput {
-    /// The schedule.
-    pub trace_id: String,
-    /// The new invoke_count.
-    pub invoke_count: i32,
-    /// POLL or CALLBACK.
-    pub state: State,
-    /// `data.inputs`.
-    pub inputs: Value,
-    /// `data.context.storage`.
-    pub storage: Map<String, Value>,
-    /// `data.context.outputs`.
-    pub outputs: Map<String, Value>,
-    /// `data.context.data`.
-    pub context_data: Value,
-    /// The callback, for the callback task.
-    pub callback: Option<Callback>,
+struct RunInput {
+    trace_id: String,
+    invoke_count: i32,
+    state: State,
+    inputs: Value,
+    storage: Map<String, Value>,
+    outputs: Map<String, Value>,
+    context_data: Value,
+    callback: Option<Callback>,
 }
 
 /// A plugin behind a type-erased interface, so plugins of any input types share a registry.
 trait DynPlugin: Send + Sync {
-    fn run(&self, input: RunInput) -> Result<Run, RunError>;
+    /// The run, or the framework's `err` when the plugin cannot run.
+    fn run(&self, input: RunInput) -> Result<Run, String>;
 }
 
 impl<P: Plugin> DynPlugin for P {
-    fn run(&self, input: RunInput) -> Result<Run, RunError> {
-        let inputs: P::Inputs = serde_json::from_value(input.inputs).map_err(|e| RunError::Inputs(e.to_string()))?;
-        let parse_data = || -> Result<P::ContextData, RunError> {
-            serde_json::from_value(input.context_data.clone()).map_err(|e| RunError::ContextData(e.to_string()))
+    fn run(&self, input: RunInput) -> Result<Run, String> {
+        let inputs: P::Inputs =
+            serde_json::from_value(input.inputs).map_err(|e| format!("inputs validation error: {e}"))?;
+        let parse_data = || -> Result<P::ContextData, String> {
+            serde_json::from_value(input.context_data.clone()).map_err(|e| format!("context validation error: {e}"))
         };
         let mut ctx = Context {
             trace_id: input.trace_id,
@@ -82,7 +63,7 @@ impl<P: Plugin> DynPlugin for P {
         // A panic is the "unexpected error" of the Python worker: the worker survives it.
         let outcome = catch_unwind(AssertUnwindSafe(|| self.execute(inputs, &mut ctx))).map_err(panic_message);
         // Changes to the context data are discarded, as Python re-validates the original.
-        let context_data = serde_json::to_value(parse_data()?).map_err(|e| RunError::ContextData(e.to_string()))?;
+        let context_data = serde_json::to_value(parse_data()?).map_err(|e| format!("context validation error: {e}"))?;
         let plugin_callback = if P::PLUGIN_CALLBACK {
             context_data.get("plugin_callback_info").and_then(|v| serde_json::from_value(v.clone()).ok())
         } else {
@@ -102,10 +83,17 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Plugins by version.
+/// A registered plugin and the Rust type behind it.
+#[derive(Clone)]
+struct Entry {
+    plugin: Arc<dyn DynPlugin>,
+    type_name: &'static str,
+}
+
+/// Rust plugins by version.
 #[derive(Clone, Default)]
 pub struct Registry {
-    plugins: HashMap<String, Arc<dyn DynPlugin>>,
+    plugins: HashMap<String, Entry>,
 }
 
 impl Registry {
@@ -123,7 +111,8 @@ impl Registry {
 
     /// Registers `plugin` under `version` (a plugin may serve several versions).
     pub fn register<P: Plugin>(&mut self, version: &str, plugin: P) -> &mut Self {
-        self.plugins.insert(version.to_owned(), Arc::new(plugin));
+        let entry = Entry { plugin: Arc::new(plugin), type_name: std::any::type_name::<P>() };
+        self.plugins.insert(version.to_owned(), entry);
         self
     }
 
@@ -132,15 +121,88 @@ impl Registry {
         self.plugins.contains_key(version)
     }
 
-    /// Runs the plugin of `version`; `None` if no plugin has that version.
-    pub fn run(&self, version: &str, input: RunInput) -> Option<Result<Run, RunError>> {
-        self.plugins.get(version).map(|p| p.run(input))
-    }
-
-    /// The registered versions, sorted.
-    pub fn versions(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+    /// The registered versions, sorted, with the Rust type behind each.
+    pub fn versions(&self) -> Vec<(&str, &'static str)> {
+        let mut v: Vec<(&str, &'static str)> =
+            self.plugins.iter().map(|(version, e)| (version.as_str(), e.type_name)).collect();
         v.sort_unstable();
         v
+    }
+
+    /// One step of the plugin of `input.version`; `None` if no Rust plugin
+    /// has that version. Blocking: the plugin's own code runs here.
+    pub fn step(&self, input: StepInput) -> Option<StepResult> {
+        let entry = self.plugins.get(&input.version)?;
+        let stored = match StoredData::parse(&input.data) {
+            Ok(stored) => stored,
+            Err(e) => return Some(StepResult::invalid(format!("schedule data load error: {e}"))),
+        };
+        let run = entry.plugin.run(RunInput {
+            trace_id: input.trace_id,
+            invoke_count: input.invoke_count,
+            state: input.state,
+            inputs: stored.inputs.clone(),
+            storage: stored.storage,
+            outputs: stored.outputs,
+            context_data: stored.context_data,
+            callback: input.callback,
+        });
+        let run = match run {
+            Ok(run) => run,
+            Err(err) => return Some(StepResult::invalid(err)),
+        };
+        // Saved exactly as the Python worker dumps it.
+        let data = pyjson::dumps(&Value::Object(Map::from_iter([
+            ("inputs".to_owned(), stored.inputs),
+            (
+                "context".to_owned(),
+                Value::Object(Map::from_iter([
+                    ("storage".to_owned(), Value::Object(run.storage)),
+                    ("outputs".to_owned(), Value::Object(run.outputs.clone())),
+                    ("data".to_owned(), run.context_data),
+                ])),
+            ),
+            ("outputs".to_owned(), Value::Object(run.outputs)),
+        ])));
+        let (outcome, data) = match run.outcome {
+            Ok(Outcome::Poll(interval)) => (StepOutcome::Poll(interval.max(0) as u64), Some(data)),
+            Ok(Outcome::WaitCallback) => (StepOutcome::WaitCallback, Some(data)),
+            Ok(Outcome::Success) => (StepOutcome::Success, Some(data)),
+            Ok(Outcome::Error(msg)) => (StepOutcome::Error(format!("plugin schedule failed: {msg}")), Some(data)),
+            // An unexpected error saves no data, as the Python worker does.
+            Err(panic) => (StepOutcome::Unexpected(format!("plugin schedule failed: {panic}")), None),
+        };
+        Some(StepResult { outcome, data, plugin_callback: run.plugin_callback })
+    }
+}
+
+/// `{"inputs": ..., "context": {"storage": {}, "outputs": {}, "data": {}}, ...}`.
+struct StoredData {
+    inputs: Value,
+    storage: Map<String, Value>,
+    outputs: Map<String, Value>,
+    context_data: Value,
+}
+
+impl StoredData {
+    fn parse(text: &str) -> Result<StoredData, String> {
+        let mut root: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err("data is not a JSON object".into()),
+            Err(e) => return Err(format!("data is not JSON: {e}")),
+        };
+        let inputs = root.remove("inputs").ok_or("data has no inputs")?;
+        let mut context = match root.remove("context") {
+            Some(Value::Object(c)) => c,
+            _ => return Err("data has no context object".into()),
+        };
+        let mut object = |key: &str| match context.remove(key) {
+            Some(Value::Object(m)) => Ok(m),
+            _ => Err(format!("data.context has no {key} object")),
+        };
+        let storage = object("storage")?;
+        let outputs = object("outputs")?;
+        let context_data = context.remove("data").ok_or("data.context has no data")?;
+        Ok(StoredData { inputs, storage, outputs, context_data })
     }
 }

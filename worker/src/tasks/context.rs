@@ -10,7 +10,7 @@ use crate::broker::Publisher;
 use crate::config::WorkerConfig;
 use crate::control::events::Events;
 use crate::control::inflight::InFlight;
-use crate::plugins::Registry;
+use crate::plugins::Plugins;
 
 /// Shared, read-only state of a running worker. The store and the
 /// publisher are the real database and broker in a worker, and in-process
@@ -20,8 +20,8 @@ pub struct Ctx<S = Db, P = Publisher> {
     pub store: S,
     /// The confirm-mode publisher.
     pub publisher: P,
-    /// Plugins by version.
-    pub registry: Registry,
+    /// The plugins, wherever each version runs.
+    pub plugins: Plugins,
     /// The configuration.
     pub config: WorkerConfig,
     /// Who the messages this worker sends say sent them.

@@ -1,12 +1,12 @@
 //! The semantics of one poll (SPEC §3), without I/O: from the stored row to
-//! the update to apply, the next poll to enqueue and the POST to make.
+//! the step a plugin takes ([`prepare`]), and from the step's result to the
+//! update to apply, the next poll to enqueue and the POST to make
+//! ([`conclude`]).
 
 use celerity_db::{PollResult, ScheduleRow, State};
 use chrono::NaiveDateTime;
-use serde_json::{Map, Value};
 
-use super::pyjson;
-use crate::plugins::{Callback, Outcome, PluginCallbackInfo, Registry, RunInput};
+use crate::plugins::{Callback, PluginCallbackInfo, StepInput, StepOutcome, StepResult};
 
 /// What a poll decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,87 +19,65 @@ pub struct Decision {
     pub plugin_callback: Option<PluginCallbackInfo>,
 }
 
-/// Polls `row` with the plugin its version names. `None` when the row is
-/// already final and nothing is to be done.
-pub fn decide(
-    registry: &Registry,
-    row: &ScheduleRow,
-    callback: Option<Callback>,
-    now: NaiveDateTime,
-) -> Option<Decision> {
+/// What a row needs before any plugin runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// SUCCESS or FAIL already: nothing to do.
+    AlreadyFinal,
+    /// Decided without a plugin (a state the framework never writes).
+    Decided(Decision),
+    /// A plugin takes this step.
+    Step(StepInput),
+}
+
+/// The step `row` needs, with the new invoke_count and POLL or CALLBACK.
+pub fn prepare(row: &ScheduleRow, callback: Option<Callback>, now: NaiveDateTime) -> Prepared {
     let state = match row.state() {
-        Ok(s) if s.is_final() => return None,
+        Ok(s) if s.is_final() => return Prepared::AlreadyFinal,
         Ok(State::Callback) => State::Callback,
         Ok(_) => State::Poll,
-        Err(e) => return Some(fail_unrun(row, format!("schedule state is invalid: {e}"), now)),
+        Err(e) => return Prepared::Decided(fail_unrun(row, format!("schedule state is invalid: {e}"), now)),
     };
-    let (inputs, context) = match parse_data(&row.data) {
-        Ok(parts) => parts,
-        Err(e) => return Some(fail_unrun(row, format!("schedule data load error: {e}"), now)),
-    };
-    let invoke_count = row.invoke_count.saturating_add(1);
-    let input = RunInput {
+    Prepared::Step(StepInput {
         trace_id: row.trace_id.clone(),
-        invoke_count,
+        version: row.plugin_version.clone(),
+        invoke_count: row.invoke_count.saturating_add(1),
         state,
-        inputs: inputs.clone(),
-        storage: context.storage,
-        outputs: context.outputs,
-        context_data: context.data,
+        data: row.data.clone(),
         callback,
-    };
-    let run = match registry.run(&row.plugin_version, input) {
-        None => return Some(fail_unrun(row, format!("can not find plugin for version {}", row.plugin_version), now)),
-        Some(Err(e)) => return Some(fail_unrun(row, e.to_string(), now)),
-        Some(Ok(run)) => run,
-    };
-    // Saved exactly as the Python worker dumps it.
-    let data = pyjson::dumps(&Value::Object(Map::from_iter([
-        ("inputs".to_owned(), inputs),
-        (
-            "context".to_owned(),
-            Value::Object(Map::from_iter([
-                ("storage".to_owned(), Value::Object(run.storage)),
-                ("outputs".to_owned(), Value::Object(run.outputs.clone())),
-                ("data".to_owned(), run.context_data),
-            ])),
-        ),
-        ("outputs".to_owned(), Value::Object(run.outputs)),
-    ])));
+    })
+}
+
+/// The update a finished step makes of `row`.
+pub fn conclude(row: &ScheduleRow, step: StepResult, now: NaiveDateTime) -> Decision {
     let base = PollResult {
         trace_id: row.trace_id.clone(),
         seen_invoke_count: row.invoke_count,
         state: State::Fail,
-        invoke_count,
-        data: Some(data),
+        invoke_count: row.invoke_count.saturating_add(1),
+        data: step.data,
         err: None,
         finish_at: None,
         release_lock: false,
     };
-    let (result, next_poll) = match run.outcome {
-        Ok(Outcome::Poll(interval)) => (PollResult { state: State::Poll, ..base }, Some(interval.max(0) as u64)),
-        Ok(Outcome::WaitCallback) => (PollResult { state: State::Callback, ..base }, None),
-        Ok(Outcome::Success) => (PollResult { state: State::Success, finish_at: Some(now), ..base }, None),
-        Ok(Outcome::Error(msg)) => {
-            (PollResult { err: Some(format!("plugin schedule failed: {msg}")), finish_at: Some(now), ..base }, None)
+    let (result, next_poll) = match step.outcome {
+        StepOutcome::Poll(interval) => (PollResult { state: State::Poll, ..base }, Some(interval)),
+        StepOutcome::WaitCallback => (PollResult { state: State::Callback, ..base }, None),
+        StepOutcome::Success => (PollResult { state: State::Success, finish_at: Some(now), ..base }, None),
+        StepOutcome::Error(err) => (PollResult { err: Some(err), finish_at: Some(now), ..base }, None),
+        // An unexpected error saves no data, as the Python worker does.
+        StepOutcome::Unexpected(err) => (PollResult { data: None, err: Some(err), finish_at: Some(now), ..base }, None),
+        StepOutcome::Invalid(err) => {
+            let failed = fail_unrun(row, err, now);
+            return Decision { plugin_callback: step.plugin_callback, ..failed };
         }
-        // An unexpected error: FAIL without saving data, as the Python worker does.
-        Err(panic) => (
-            PollResult {
-                data: None,
-                err: Some(format!("plugin schedule failed: {panic}")),
-                finish_at: Some(now),
-                ..base
-            },
-            None,
-        ),
     };
-    let plugin_callback = if result.state.is_final() { run.plugin_callback } else { None };
-    Some(Decision { result, next_poll, plugin_callback })
+    let plugin_callback = if result.state.is_final() { step.plugin_callback } else { None };
+    Decision { result, next_poll, plugin_callback }
 }
 
 /// FAIL before the plugin ran: data and invoke_count untouched, a clear err.
-fn fail_unrun(row: &ScheduleRow, err: String, now: NaiveDateTime) -> Decision {
+pub fn fail_unrun(row: &ScheduleRow, err: String, now: NaiveDateTime) -> Decision {
     Decision {
         result: PollResult {
             trace_id: row.trace_id.clone(),
@@ -116,37 +94,25 @@ fn fail_unrun(row: &ScheduleRow, err: String, now: NaiveDateTime) -> Decision {
     }
 }
 
-struct StoredContext {
-    storage: Map<String, Value>,
-    outputs: Map<String, Value>,
-    data: Value,
-}
-
-/// `{"inputs": ..., "context": {"storage": {}, "outputs": {}, "data": {}}, ...}`.
-fn parse_data(text: &str) -> Result<(Value, StoredContext), String> {
-    let mut root: Map<String, Value> = match serde_json::from_str(text) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("data is not a JSON object".into()),
-        Err(e) => return Err(format!("data is not JSON: {e}")),
-    };
-    let inputs = root.remove("inputs").ok_or("data has no inputs")?;
-    let mut context = match root.remove("context") {
-        Some(Value::Object(c)) => c,
-        _ => return Err("data has no context object".into()),
-    };
-    let mut object = |key: &str| match context.remove(key) {
-        Some(Value::Object(m)) => Ok(m),
-        _ => Err(format!("data.context has no {key} object")),
-    };
-    let storage = object("storage")?;
-    let outputs = object("outputs")?;
-    let data = context.remove("data").ok_or("data.context has no data")?;
-    Ok((inputs, StoredContext { storage, outputs, data }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::Registry;
+
+    /// A poll of `row` by the Rust plugins of `reg`.
+    fn decide(reg: &Registry, row: &ScheduleRow, callback: Option<Callback>, now: NaiveDateTime) -> Option<Decision> {
+        match prepare(row, callback, now) {
+            Prepared::AlreadyFinal => None,
+            Prepared::Decided(decision) => Some(decision),
+            Prepared::Step(input) => {
+                let version = input.version.clone();
+                let step = reg
+                    .step(input)
+                    .unwrap_or_else(|| StepResult::invalid(format!("can not find plugin for version {version}")));
+                Some(conclude(row, step, now))
+            }
+        }
+    }
 
     fn row(data: &str, invoke_count: i32) -> ScheduleRow {
         ScheduleRow {

@@ -18,7 +18,7 @@ use crate::broker::properties::properties_of;
 use crate::broker::{BrokerError, Publish};
 use crate::config::WorkerConfig;
 use crate::control::inflight::InFlight;
-use crate::plugins::Registry;
+use crate::plugins::{Plugins, Registry};
 
 /// The fake clock of the store: every `now()` is this.
 pub(crate) fn now() -> NaiveDateTime {
@@ -277,7 +277,7 @@ pub(crate) fn ctx(store: FakeStore) -> Ctx<FakeStore, FakePublisher> {
     Ctx {
         store,
         publisher: FakePublisher::default(),
-        registry: Registry::with_builtin(),
+        plugins: Plugins::rust(Registry::with_builtin()),
         config: WorkerConfig::new("amqp://127.0.0.1/%2f", "mysql://root@127.0.0.1/celerity"),
         sender: Sender::new("celerity@unit"),
         events: None,

@@ -47,6 +47,8 @@ pub enum Handled {
     DeadLettered,
     /// A redelivered classic-queue message, published again with its delivery count.
     Recounted,
+    /// The plugin host died during the step; the message was sent again.
+    HostDied,
     /// Its effect could not be made durable; the broker delivers it again.
     HandedBack(BrokerError),
     /// Shutdown came while it waited for its eta; it stays unacked and the
@@ -88,7 +90,8 @@ impl Handled {
             | Handled::Expired
             | Handled::MovedToDelay
             | Handled::DeadLettered
-            | Handled::Recounted => Settlement::Ack,
+            | Handled::Recounted
+            | Handled::HostDied => Settlement::Ack,
         }
     }
 
@@ -117,6 +120,7 @@ impl Handled {
             Handled::MovedToDelay => "moved to the delay queues",
             Handled::DeadLettered => "dead-lettered",
             Handled::Recounted => "re-published with its delivery count",
+            Handled::HostDied => "host died",
             Handled::HandedBack(_) => "handed back",
             Handled::Interrupted => "interrupted",
         }
@@ -138,7 +142,7 @@ impl Handled {
             | Handled::Deleted
             | Handled::MovedToDelay
             | Handled::Recounted => TaskEnd::Succeeded,
-            Handled::Retried | Handled::FailPending => TaskEnd::Retried,
+            Handled::Retried | Handled::FailPending | Handled::HostDied => TaskEnd::Retried,
             Handled::GaveUp
             | Handled::Failed
             | Handled::FailNotWritten

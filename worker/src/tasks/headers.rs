@@ -10,6 +10,9 @@ pub const INVOKE_COUNT_HEADER: &str = "x-celerity-invoke-count";
 pub const PENDING_FAIL_HEADER: &str = "x-celerity-fail";
 /// Header on a callback retry that already holds the `scheduling` lock.
 pub const LOCK_HELD_HEADER: &str = "x-celerity-lock-held";
+/// Header on a step sent again after its plugin host died: how many hosts
+/// it has killed so far.
+pub const HOST_DEATHS_HEADER: &str = "x-celerity-host-deaths";
 /// Celerity's delivery counter on classic queues: deliveries of earlier copies.
 pub const DELIVERIES_HEADER: &str = "x-celerity-deliveries";
 /// The broker's delivery counter on quorum queues (previous deliveries).
@@ -23,6 +26,12 @@ pub fn pending_fail(msg: &TaskMessage) -> Option<String> {
 /// The `invoke_count` a next-poll message expects the row to have.
 pub fn expected_invoke_count(msg: &TaskMessage) -> Option<i64> {
     msg.extra_headers.inner().get(INVOKE_COUNT_HEADER).and_then(header::as_int)
+}
+
+/// How many plugin hosts this message's step has killed.
+pub fn host_deaths(msg: &TaskMessage) -> u32 {
+    let deaths = msg.extra_headers.inner().get(HOST_DEATHS_HEADER).and_then(header::as_int);
+    deaths.map_or(0, |n| n.clamp(0, i64::from(u32::MAX)) as u32)
 }
 
 /// Whether a callback message already holds the `scheduling` lock.

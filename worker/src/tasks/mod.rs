@@ -20,7 +20,6 @@ pub mod headers;
 pub mod messages;
 pub mod plugin_callback;
 pub mod poll;
-pub mod pyjson;
 pub mod schedule;
 pub mod store;
 

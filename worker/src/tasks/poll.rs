@@ -5,11 +5,13 @@
 
 use celerity_db::{Attempt, DbError, State};
 
-use super::decide::decide;
-use super::headers::expected_invoke_count;
+use broker_proto::AMQPValue;
+
+use super::decide::{Prepared, conclude, fail_unrun, prepare};
+use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
-use crate::plugins::Callback;
+use crate::plugins::{Callback, StepError};
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Runs one poll of `trace_id`: load, plugin, guarded update, next poll.
@@ -48,14 +50,23 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
             return self.release(trace_id, holds_lock, Handled::Stale).await;
         }
-        let registry = ctx.registry.clone();
         let now = ctx.store.now();
-        let decision = tokio::task::spawn_blocking(move || decide(&registry, &row, callback, now))
-            .await
-            .unwrap_or_else(|join| panic!("poll decision panicked outside the plugin: {join}"));
-        let Some(mut decision) = decision else {
-            tracing::info!("schedule already final; nothing to do");
-            return self.release(trace_id, holds_lock, Handled::AlreadyFinal).await;
+        let mut decision = match prepare(&row, callback, now) {
+            Prepared::AlreadyFinal => {
+                tracing::info!("schedule already final; nothing to do");
+                return self.release(trace_id, holds_lock, Handled::AlreadyFinal).await;
+            }
+            Prepared::Decided(decision) => decision,
+            Prepared::Step(input) => match ctx.plugins.step(input).await {
+                Ok(step) => conclude(&row, step, ctx.store.now()),
+                Err(StepError::TimedOut(limit)) => {
+                    fail_unrun(&row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)
+                }
+                Err(StepError::HostDied(status)) => return self.after_host_death(trace_id, status).await,
+                Err(e @ StepError::NoHost(_)) => {
+                    return self.retry_later(Some(trace_id), "plugin host", e.to_string()).await;
+                }
+            },
         };
         decision.result.release_lock = holds_lock;
         let ended = ctx.store.now();
@@ -150,6 +161,24 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
         tracing::warn!(invoke_count, "the poll of an earlier try had landed; its next poll is published again");
         Ok(Handled::NextPollRepublished)
+    }
+
+    /// The plugin host died during this message's step, so the poll did not
+    /// land: the message goes again, counting the death, until it has killed
+    /// `--plugin-max-crashes` hosts; then the schedule fails saying how the
+    /// last one died. A callback's copy keeps the lock it holds.
+    async fn after_host_death(&self, trace_id: &str, status: String) -> Result<Handled, BrokerError> {
+        let ctx = self.ctx;
+        let deaths = host_deaths(self.msg).saturating_add(1);
+        if deaths >= ctx.config.plugin_max_crashes {
+            let err = format!("plugin host died {deaths} times running this schedule; the last {status}");
+            return self.fail_schedule(trace_id, err).await;
+        }
+        let mut again = self.msg.clone();
+        again.extra_headers.insert(HOST_DEATHS_HEADER.into(), AMQPValue::LongInt(deaths as i32));
+        ctx.publisher.publish_task_to_queue(&self.origin.queue, &again).await?;
+        tracing::warn!(deaths, %status, "the plugin host died during the step; the message goes again");
+        Ok(Handled::HostDied)
     }
 
     /// Releases the callback lock when this poll held it, then reports `done`.

@@ -9,6 +9,7 @@ mod session;
 pub mod sweeper;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use celerity_db::{Db, DbError};
@@ -20,7 +21,9 @@ use crate::broker::{BrokerAddr, BrokerError};
 use crate::config::WorkerConfig;
 use crate::control::endpoint::{self, Health};
 use crate::control::meters;
-use crate::plugins::Registry;
+use crate::plugins::example::Example;
+use crate::plugins::python::Pool;
+use crate::plugins::{Plugins, Registry};
 
 /// How long a stopping worker waits for the broker to answer a cancel or a
 /// close: a broker that stopped answering must not keep the process alive.
@@ -35,21 +38,30 @@ pub enum WorkerError {
     /// The database configuration cannot work.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The plugins cannot run (no source, a version offered twice, a
+    /// Python project that does not start).
+    #[error("{0}")]
+    Plugins(String),
 }
 
-/// Runs a worker with the built-in plugins.
+/// Runs a worker with the plugins its configuration names (`--python`,
+/// `--example-plugin`).
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
-    run_with(config, Registry::with_builtin(), shutdown).await
+    run_with(config, Registry::new(), shutdown).await
 }
 
-/// Runs a worker with the given plugins.
+/// Runs a worker with the given Rust plugins, and those its configuration names.
 pub async fn run_with(
     config: WorkerConfig,
-    registry: Registry,
+    mut registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     let db = Db::new(config.db.clone())?;
     check_database(&db, &config).await?;
+    if config.example_plugin {
+        registry.register("1.0.0", Example);
+    }
+    let plugins = start_plugins(&config, registry).await?;
     // Before any metric is recorded: what comes earlier is lost. The timer
     // drains histogram samples whether or not anyone scrapes; it stops when
     // the worker returns.
@@ -71,10 +83,11 @@ pub async fn run_with(
     let mut conn = connect::connect(&addr, config.broker_wait).await?;
     tokio::pin!(shutdown);
     loop {
-        let ended = session(&config, &db, &registry, &conn, &health, &mut shutdown).await;
+        let ended = session(&config, &db, &plugins, &conn, &health, &mut shutdown).await;
         health.set_channel(None);
         match ended? {
             SessionEnd::Shutdown => {
+                plugins.close().await;
                 bounded("connection close", conn.close(200, "worker stopping".into())).await;
                 tracing::info!("worker stopped");
                 return Ok(());
@@ -83,6 +96,7 @@ pub async fn run_with(
         }
         conn = tokio::select! {
             _ = &mut shutdown => {
+                plugins.close().await;
                 tracing::info!("worker stopped while reconnecting");
                 return Ok(());
             }
@@ -91,6 +105,17 @@ pub async fn run_with(
         metrics::counter!(meters::RECONNECTS).increment(1);
         tracing::info!("reconnected to the broker");
     }
+}
+
+/// The worker's plugins: the Rust ones, and the Python project's hosts when
+/// `--python` names an interpreter, which must start and report their
+/// versions before the worker consumes anything.
+async fn start_plugins(config: &WorkerConfig, registry: Registry) -> Result<Plugins, WorkerError> {
+    let pool = match &config.python {
+        Some(settings) => Some(Arc::new(Pool::start(settings.clone()).await.map_err(WorkerError::Plugins)?)),
+        None => None,
+    };
+    Plugins::new(registry, pool).map_err(WorkerError::Plugins)
 }
 
 /// A database that is down at start-up is a transient condition: polls

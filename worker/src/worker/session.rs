@@ -24,7 +24,7 @@ use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
 use crate::control::pidbox;
 use crate::delivery;
-use crate::plugins::Registry;
+use crate::plugins::Plugins;
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
 
@@ -40,7 +40,7 @@ pub(super) enum SessionEnd {
 pub(super) async fn session<F: Future<Output = ()>>(
     config: &WorkerConfig,
     db: &Db,
-    registry: &Registry,
+    plugins: &Plugins,
     conn: &Connection,
     health: &Health,
     shutdown: &mut Pin<&mut F>,
@@ -89,7 +89,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
     let ctx = Arc::new(Ctx {
         store: db.clone(),
         publisher,
-        registry: registry.clone(),
+        plugins: plugins.clone(),
         config: config.clone(),
         sender,
         events: events.clone(),

@@ -1,0 +1,52 @@
+"""The test plugin project's own operations, done by the real framework:
+  migrate                 Django's migrations (schedule_schedule and the rest)
+  produce SPECS_JSON      BKPluginExecutor.execute for each spec, as the
+                          plugin runtime's invoke API does: the plugin's first
+                          execute, the schedule row, the first `schedule` task
+  callback TRACE_ID ID DATA_JSON
+                          the framework's callback API: the `callback` task
+Specs: [{"trace_id", "version", "inputs", "context"}]. Prints one JSON line
+per produced schedule. The database and broker come from the plugin
+runtime's settings names (BK_PLUGIN_RUNTIME_DB_*, BK_PLUGIN_RUNTIME_BROKER_URL).
+"""
+
+import json
+import sys
+
+import plugin_project.celery_app  # noqa: F401  (Django and the Celery app, as a worker has them)
+
+
+def migrate():
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def produce(specs):
+    from bk_plugin_framework.hub import VersionHub
+    from bk_plugin_framework.runtime.executor import BKPluginExecutor
+
+    plugins = VersionHub.all_plugins()
+    for spec in specs:
+        result = BKPluginExecutor(trace_id=spec["trace_id"]).execute(
+            plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs=spec.get("context", {})
+        )
+        print(json.dumps({"trace_id": spec["trace_id"], "state": result.state.value, "err": result.err}))
+
+
+def callback(trace_id, callback_id, data):
+    from bk_plugin_framework.runtime.callback.api import callback as send
+
+    print(json.dumps(send(trace_id, callback_id, data)))
+
+
+if __name__ == "__main__":
+    command = sys.argv[1]
+    if command == "migrate":
+        migrate()
+    elif command == "produce":
+        produce(json.loads(sys.argv[2]))
+    elif command == "callback":
+        callback(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
+    else:
+        sys.exit("unknown command %s" % command)

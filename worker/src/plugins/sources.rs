@@ -1,0 +1,132 @@
+//! Where each plugin version runs: a Rust plugin in this process, or a
+//! Python plugin in the plugin project's hosts. A version has exactly one
+//! source, and a worker without any refuses to start.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::python::Pool;
+use super::registry::Registry;
+use super::step::{StepError, StepInput, StepResult};
+use crate::control::meters;
+
+/// The plugins a worker runs.
+#[derive(Clone)]
+pub struct Plugins {
+    rust: Arc<Registry>,
+    python: Option<Arc<Pool>>,
+}
+
+/// What runs a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runs {
+    /// A Rust plugin of this process, by its type.
+    Rust(&'static str),
+    /// A plugin class of the Python project, `module.Class`.
+    Python(String),
+}
+
+impl Plugins {
+    /// The Rust plugins of `rust` and the Python ones `python`'s hosts
+    /// report. Refused: a version both offer, and no plugin at all.
+    pub fn new(rust: Registry, python: Option<Arc<Pool>>) -> Result<Plugins, String> {
+        if let Some(pool) = &python {
+            for (version, type_name) in rust.versions() {
+                if let Some(py) = pool.version(version) {
+                    return Err(format!(
+                        "plugin version {version} is offered by the Rust plugin {type_name} and by the Python class {}; a version must have one source",
+                        py.class
+                    ));
+                }
+            }
+            if pool.ready().versions.is_empty() {
+                return Err("the Python plugin project registers no plugin versions (bk_plugin_framework's VersionHub is empty and bk_plugin.versions holds none)".into());
+            }
+        } else if rust.versions().is_empty() {
+            return Err(
+                "no plugins to run: give --python PATH (the plugin project's interpreter) or --example-plugin".into()
+            );
+        }
+        Ok(Plugins { rust: Arc::new(rust), python })
+    }
+
+    /// Only the Rust plugins of `rust` (embedding programs and tests).
+    pub fn rust(rust: Registry) -> Plugins {
+        Plugins { rust: Arc::new(rust), python: None }
+    }
+
+    /// Every version, sorted, with what runs it.
+    pub fn versions(&self) -> Vec<(String, Runs)> {
+        let mut all: Vec<(String, Runs)> =
+            self.rust.versions().into_iter().map(|(v, type_name)| (v.to_owned(), Runs::Rust(type_name))).collect();
+        if let Some(pool) = &self.python {
+            all.extend(pool.ready().versions.iter().map(|v| (v.version.clone(), Runs::Python(v.class.clone()))));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The Python hosts, when the project has any.
+    pub fn python(&self) -> Option<&Arc<Pool>> {
+        self.python.as_ref()
+    }
+
+    /// One step of the plugin of `input.version`, wherever it runs.
+    pub async fn step(&self, input: StepInput) -> Result<StepResult, StepError> {
+        let started = Instant::now();
+        let version = input.version.clone();
+        let result = if self.rust.contains(&version) {
+            let rust = self.rust.clone();
+            let ran = tokio::task::spawn_blocking(move || rust.step(input))
+                .await
+                .unwrap_or_else(|join| panic!("a plugin step panicked outside the plugin: {join}"));
+            Ok(ran.unwrap_or_else(|| StepResult::invalid(format!("can not find plugin for version {version}"))))
+        } else if let Some(pool) = self.python.as_ref().filter(|p| p.version(&version).is_some()) {
+            pool.step(&input).await
+        } else {
+            // Not measured: versions named only by bad rows would be unbounded labels.
+            return Ok(StepResult::invalid(format!("can not find plugin for version {version}")));
+        };
+        record(&version, &result, started);
+        result
+    }
+
+    /// Stops the Python hosts (the worker is stopping).
+    pub async fn close(&self) {
+        if let Some(pool) = &self.python {
+            pool.close().await;
+        }
+    }
+}
+
+/// How long a step took, by version and outcome.
+fn record(version: &str, result: &Result<StepResult, StepError>, started: Instant) {
+    let outcome = match result {
+        Ok(result) => result.label(),
+        Err(StepError::HostDied(_)) => "host died",
+        Err(StepError::TimedOut(_)) => "timed out",
+        Err(StepError::NoHost(_)) => "no host",
+    };
+    metrics::histogram!(meters::STEP_SECONDS, "version" => version.to_owned(), "outcome" => outcome)
+        .record(started.elapsed());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_without_plugins_says_which_flags_give_it_some() {
+        let err = Plugins::new(Registry::new(), None).err().expect("refused");
+        assert!(err.contains("--python PATH") && err.contains("--example-plugin"), "{err}");
+    }
+
+    #[test]
+    fn versions_say_what_runs_them() {
+        let plugins = Plugins::new(Registry::with_builtin(), None).unwrap();
+        let versions = plugins.versions();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0].0, "1.0.0");
+        assert!(matches!(&versions[0].1, Runs::Rust(t) if t.ends_with("example::Example")), "{versions:?}");
+    }
+}
