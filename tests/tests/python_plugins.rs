@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use celerity_tests::plugin_project::{Project, python_pydantic1};
-use celerity_tests::{RowView, celerity_bin, free_local_addr, http_get, python, rows, temp_dir, workspace_root};
+use celerity_tests::{
+    ChildGuard, RowView, celerity_bin, celery_inspect, free_local_addr, http_get, python, rows, temp_dir, unique,
+    workspace_root,
+};
 use serde_json::{Value, json};
 
 /// A trace id of 32 characters from a short name.
@@ -282,6 +285,56 @@ async fn hosts_are_recycled_by_task_count_and_by_memory() {
     let rows = rows(&project.db);
     assert_eq!(rows[&id("counted")].invoke_count, 5);
     assert!(rows[&id("grows")].data.contains(r#""hoarded": 1"#), "a fresh host each time: {:?}", rows[&id("grows")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn celery_inspect_shows_the_plugin_versions_and_the_python_pool() {
+    let dir = temp_dir();
+    let project = Project::new(&python());
+    let node = format!("{}@plugins", unique("node"));
+    let worker = project.celerity(&["--python-workers", "2", "--hostname", &node], dir.join("celerity.log"));
+    let registered = celery_inspect(&project.vhost.url(), "registered", &node).await;
+    assert!(
+        registered.as_array().is_some_and(
+            |names| names.contains(&json!("plugin 1.2.0 (python: bk_plugin.versions.callback.WaitsForCallback)"))
+        ),
+        "{registered}\n{}",
+        worker.log()
+    );
+    let stats = celery_inspect(&project.vhost.url(), "stats", &node).await;
+    let python = &stats["pool"]["plugins"]["python"];
+    assert_eq!(python["bk-plugin-framework"], "2.3.15", "{stats}");
+    assert_eq!(python["processes"], 2, "{stats}");
+    assert_eq!(stats["pool"]["plugins"]["versions"], 11, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_the_projects_environment_the_plugin_runtimes_settings_are_enough() {
+    let dir = temp_dir();
+    let project = Project::new(&python());
+    produce(&project, &[(id("runtime"), "1.0.0", json!({"polls": 2}), json!({}))]);
+    // No --broker-url, no --database-url: the project's BK_PLUGIN_RUNTIME_* only.
+    let mut cmd = std::process::Command::new(celerity_bin());
+    cmd.args(["worker", "--python"])
+        .arg(python())
+        .args(["--http-addr", "127.0.0.1:0", "--sweep-interval", "0"])
+        .envs(project.env())
+        .env_remove("CELERITY_BROKER_URL")
+        .env_remove("CELERITY_DATABASE_URL");
+    let worker = ChildGuard::spawn(cmd, dir.join("celerity.log"));
+    wait_until(&project, Duration::from_secs(60), "the schedule final", |r| r[&id("runtime")].state == 4).await;
+    let log = worker.log();
+    let vhost = project.vhost.url().rsplit('/').next().unwrap().to_owned();
+    let database = project.db.url().rsplit('/').next().unwrap().to_owned();
+    assert!(
+        log.contains(&format!("broker amqp://guest:***@127.0.0.1:5672/{vhost} from BK_PLUGIN_RUNTIME_BROKER_URL")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("database mysql://root@127.0.0.1:3306/{database} from BK_PLUGIN_RUNTIME_DB_*")),
+        "{log}"
+    );
+    assert!(!log.contains("guest:guest"), "the password is masked: {log}");
 }
 
 #[test]

@@ -2,36 +2,13 @@
 //! worker's mailbox on `celery.pidbox`: ping, stats, registered,
 //! active_queues.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use celerity::plugins::Registry;
-use celerity_tests::{InProcessWorker, Vhost, migrated_database, python, unique, worker_config};
-use serde_json::Value;
-
-/// `celery -b <broker> inspect <command> -d <node> -j`: its exit status and stdout.
-fn inspect(broker: &str, command: &str, node: &str) -> (bool, String) {
-    let out = Command::new(python())
-        .args(["-m", "celery", "-b", broker, "inspect", command, "-d", node, "-t", "3", "-j"])
-        .output()
-        .expect("run celery inspect");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The node's reply to `command`, once the worker's mailbox is up.
-async fn reply(broker: &str, command: &'static str, node: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let (b, n) = (broker.to_owned(), node.to_owned());
-        let (ok, stdout) = tokio::task::spawn_blocking(move || inspect(&b, command, &n)).await.unwrap();
-        if ok {
-            let all: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-            return all.get(node).cloned().unwrap_or_else(|| panic!("no reply from {node}: {stdout}"));
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "celery inspect {command} got no reply: {stdout}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+use celerity_tests::{
+    InProcessWorker, Vhost, celery_inspect as reply, celery_inspect_once as inspect, migrated_database, unique,
+    worker_config,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn celery_inspect_gets_answers_from_a_celerity_worker() {

@@ -3,7 +3,7 @@
 //! or CALLBACK) that has retry bookkeeping is backing off after transient
 //! database errors.
 
-use celerity_db::{Attempt, DbConfig, DbError, MysqlConnection, RetryState, ScheduleRow, State, repo};
+use celerity_db::{Attempt, DbError, MysqlConnection, RetryState, ScheduleRow, State, repo};
 use serde::Serialize;
 
 use crate::config::flags::StatusArgs;
@@ -11,7 +11,7 @@ use crate::config::validate::open_database;
 
 /// One schedule or the counts by state, as text or JSON.
 pub fn run(args: StatusArgs) -> Result<String, String> {
-    let db = open_database(DbConfig::new(args.database_url))?;
+    let db = open_database(args.database.config()?)?;
     let printed = match &args.trace_id {
         Some(id) => db.blocking(|c| schedule(c, id)).map(|s| if args.json { json(&s) } else { s.render() }),
         None => db.blocking(summary).map(|s| if args.json { json(&s) } else { s.render() }),

@@ -17,8 +17,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Runs the round and lists the schedules, as text or JSON.
 pub async fn run(args: SweepArgs) -> Result<String, String> {
     let settings = args.sweep.settings()?;
-    let db =
-        open_database(DbConfig { time_zone: parse_zone(&args.db_time_zone)?, ..DbConfig::new(args.database_url) })?;
+    let db = open_database(DbConfig { time_zone: parse_zone(&args.db_time_zone)?, ..args.database.config()? })?;
     let found = if args.dry_run {
         sweeper::stranded_now(&db, settings).await.map_err(|e| e.to_string())?
     } else {

@@ -9,7 +9,7 @@ use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_W
 use clap::{Args, Parser, Subcommand};
 
 use super::backoff;
-use super::{self as config, DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL, DEFAULT_HTTP_ADDR, LogFormat};
+use super::{self as config, DEFAULT_HTTP_ADDR, LogFormat};
 use crate::broker::QueueType;
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
@@ -57,15 +57,25 @@ pub struct HandBackArgs {
 /// How to reach the broker: shared by `worker`, `sweep` and `hand-back`.
 #[derive(Debug, Args)]
 pub struct BrokerFlags {
-    /// The RabbitMQ (amqp:// or amqps://).
-    #[arg(long, env = "CELERITY_BROKER_URL", default_value = DEFAULT_BROKER_URL)]
-    pub broker_url: String,
+    /// The RabbitMQ (amqp:// or amqps://); without it, the plugin runtime's BK_PLUGIN_RUNTIME_BROKER_URL,
+    /// else amqp://guest:guest@127.0.0.1:5672/%2f.
+    #[arg(long, env = "CELERITY_BROKER_URL")]
+    pub broker_url: Option<String>,
     /// PEM file of certificate authorities to trust for amqps:// beyond the system's.
     #[arg(long, env = "CELERITY_BROKER_CA_FILE")]
     pub broker_ca_file: Option<std::path::PathBuf>,
     /// Seconds to wait for the broker (at start-up, for the worker).
     #[arg(long, env = "CELERITY_BROKER_WAIT", default_value_t = Secs(config::DEFAULT_BROKER_WAIT))]
     pub broker_wait: Secs,
+}
+
+/// Where the database is: shared by every command that uses it.
+#[derive(Debug, Args)]
+pub struct DatabaseFlags {
+    /// The MySQL/MariaDB (mysql://user:password@host:port/database); without it, the plugin runtime's
+    /// BK_PLUGIN_RUNTIME_DB_{NAME,HOST,PORT,USER,PWD}, else mysql://root@127.0.0.1:3306/celerity.
+    #[arg(long, env = "CELERITY_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 /// `celerity sweep`.
@@ -75,8 +85,8 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub broker: BrokerFlags,
     /// The database.
-    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseFlags,
     /// IANA zone of the tables' naive datetimes.
     #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
     pub db_time_zone: String,
@@ -115,16 +125,16 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// The database.
-    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 /// `celerity migrate`.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The database.
-    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseFlags,
 }
 
 /// `celerity worker`.
@@ -134,8 +144,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub broker: BrokerFlags,
     /// The MySQL/MariaDB holding schedule_schedule.
-    #[arg(long, env = "CELERITY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseFlags,
     /// Queues to consume, comma-separated.
     #[arg(
         long,

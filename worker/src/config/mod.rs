@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod flags;
+pub mod sources;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -111,6 +112,9 @@ pub struct PythonSettings {
 /// Everything `celerity worker` needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// Where the broker and database settings came from, passwords masked,
+    /// said at start-up.
+    pub settings_from: Vec<String>,
     /// `amqp://` or `amqps://user:pass@host:port/vhost`.
     pub broker_url: String,
     /// Extra certificate authorities (PEM) trusted for `amqps://`, read once
@@ -169,6 +173,7 @@ impl WorkerConfig {
     /// The documented defaults, for the broker and database at these URLs.
     pub fn new(broker_url: impl Into<String>, database_url: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
+            settings_from: Vec::new(),
             broker_url: broker_url.into(),
             broker_ca_pem: None,
             db: DbConfig { pool_size: DEFAULT_CONCURRENCY as u32 + 4, ..DbConfig::new(database_url) },

@@ -3,7 +3,8 @@
 
 use celerity_db::{Db, DbConfig, Tz};
 
-use super::flags::{BrokerFlags, PluginFlags, SweepFlags, WorkerArgs};
+use super::flags::{BrokerFlags, DatabaseFlags, PluginFlags, SweepFlags, WorkerArgs};
+use super::sources::{self, Setting};
 use super::{Backoff, PythonSettings, SweepSettings, WorkerConfig, default_hostname, default_python_workers};
 use crate::broker::BrokerAddr;
 
@@ -11,7 +12,7 @@ impl WorkerArgs {
     /// Checks the flags and builds the worker's configuration.
     pub fn into_config(self) -> Result<WorkerConfig, String> {
         let broker = self.broker.addr()?;
-        check_database_url(&self.database_url)?;
+        let database = self.database.setting()?;
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
@@ -25,6 +26,10 @@ impl WorkerArgs {
             return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
         }
         Ok(WorkerConfig {
+            settings_from: vec![
+                format!("broker {}", self.broker.setting().describe()),
+                format!("database {}", database.describe()),
+            ],
             broker_url: broker.url,
             broker_ca_pem: broker.ca_pem,
             db: DbConfig {
@@ -33,7 +38,7 @@ impl WorkerArgs {
                 call_timeout: self.db_call_timeout.0,
                 lock_wait_timeout: self.db_lock_wait_timeout.0,
                 time_zone,
-                ..DbConfig::new(self.database_url)
+                ..DbConfig::new(database.url.clone())
             },
             queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
             next_poll_queue: self.next_poll_queue,
@@ -91,10 +96,30 @@ fn log_level() -> tracing::level_filters::LevelFilter {
 }
 
 impl BrokerFlags {
+    /// The broker URL and where it came from (see [`sources`]).
+    pub fn setting(&self) -> Setting {
+        sources::broker_url(self.broker_url.clone(), sources::process_env)
+    }
+
     /// Checks the URL and reads the CA file, once; errors never show the password.
     pub fn addr(&self) -> Result<BrokerAddr, String> {
-        check_broker_url(&self.broker_url)?;
-        Ok(BrokerAddr { url: self.broker_url.clone(), ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
+        let url = self.setting().url;
+        check_broker_url(&url)?;
+        Ok(BrokerAddr { url, ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
+    }
+}
+
+impl DatabaseFlags {
+    /// The database URL, checked, and where it came from (see [`sources`]).
+    pub fn setting(&self) -> Result<Setting, String> {
+        let setting = sources::database_url(self.database_url.clone(), sources::process_env);
+        check_database_url(&setting.url)?;
+        Ok(setting)
+    }
+
+    /// The database's settings with their defaults.
+    pub fn config(&self) -> Result<DbConfig, String> {
+        Ok(DbConfig::new(self.setting()?.url))
     }
 }
 

@@ -36,6 +36,19 @@ pub const EXCHANGE: &str = "celery.pidbox";
 const QUEUE_TTL_MS: i64 = 300_000;
 const QUEUE_EXPIRES_MS: i64 = 10_000;
 
+/// What runs the plugins, for `registered` and `stats`: given by the
+/// worker, read at each request (hosts come and go).
+pub type PluginsReport = Arc<dyn Fn() -> PluginsView + Send + Sync>;
+
+/// The plugins as `celery inspect` shows them.
+#[derive(Debug, Clone, Default)]
+pub struct PluginsView {
+    /// One line per version: `plugin VERSION (python: module.Class)`.
+    pub registered: Vec<String>,
+    /// The pool's details for `stats` (`pool.plugins`).
+    pub stats: Value,
+}
+
 /// What the mailbox answers about this worker.
 struct Node {
     hostname: String,
@@ -44,6 +57,7 @@ struct Node {
     queues: Vec<String>,
     events: Option<Arc<Events>>,
     inflight: Arc<InFlight>,
+    plugins: PluginsReport,
     started: Instant,
     /// Celery's logical clock: raised past every clock seen, forwarded on each reply.
     clock: AtomicU64,
@@ -62,6 +76,7 @@ pub async fn start(
     prefetch: u16,
     events: Option<Arc<Events>>,
     inflight: Arc<InFlight>,
+    plugins: PluginsReport,
 ) -> Result<tokio::task::JoinHandle<()>, BrokerError> {
     let channel = conn.create_channel().await?;
     channel
@@ -107,6 +122,7 @@ pub async fn start(
         queues: config.consumed_queues(),
         events,
         inflight,
+        plugins,
         started: Instant::now(),
         clock: AtomicU64::new(0),
     });
@@ -216,7 +232,13 @@ fn answer(node: &Node, method: &str) -> Option<Value> {
             }
             json!({"ok": if on { "task events enabled" } else { "task events disabled" }})
         }
-        "registered" => json!([topology::CALLBACK_TASK, topology::DELETE_TASK, topology::SCHEDULE_TASK]),
+        // Celery lists task names; the plugin versions follow, one line each.
+        "registered" => {
+            let mut names: Vec<Value> =
+                [topology::CALLBACK_TASK, topology::DELETE_TASK, topology::SCHEDULE_TASK].map(Value::from).to_vec();
+            names.extend((node.plugins)().registered.into_iter().map(Value::from));
+            Value::Array(names)
+        }
         // Queues as kombu's `Queue.as_dict` shows them, the fields Flower reads.
         "active_queues" => Value::Array(
             node.queues
@@ -240,7 +262,11 @@ fn answer(node: &Node, method: &str) -> Option<Value> {
             "clock": node.clock.load(Ordering::Relaxed).to_string(),
             "uptime": node.started.elapsed().as_secs(),
             "prefetch_count": node.prefetch,
-            "pool": {"implementation": "celerity (tokio)", "max-concurrency": node.concurrency},
+            "pool": {
+                "implementation": "celerity (tokio)",
+                "max-concurrency": node.concurrency,
+                "plugins": (node.plugins)().stats,
+            },
             "broker": {"transport": "amqp"},
             "sw_ident": "celerity",
             "sw_ver": env!("CARGO_PKG_VERSION"),
@@ -272,12 +298,19 @@ mod tests {
             queues: vec!["plugin_schedule".into(), "celerity.schedule".into()],
             events: None,
             inflight: Arc::new(InFlight::new("n@h")),
+            plugins: Arc::new(|| PluginsView {
+                registered: vec!["plugin 1.0.0 (rust: example)".into()],
+                stats: json!({"versions": 1}),
+            }),
             started: Instant::now(),
             clock: 0.into(),
         };
         assert_eq!(answer(&node, "ping"), Some(json!({"ok": "pong"})));
         assert_eq!(answer(&node, "stats").unwrap()["pool"]["max-concurrency"], json!(4));
-        assert_eq!(answer(&node, "registered").unwrap().as_array().unwrap().len(), 3);
+        let registered = answer(&node, "registered").unwrap();
+        assert_eq!(registered.as_array().unwrap().len(), 4);
+        assert_eq!(registered[3], "plugin 1.0.0 (rust: example)");
+        assert_eq!(answer(&node, "stats").unwrap()["pool"]["plugins"]["versions"], 1);
         let queues = answer(&node, "active_queues").unwrap();
         assert_eq!(queues[0]["name"], "plugin_schedule");
         assert_eq!(queues[0]["exchange"]["name"], "default");

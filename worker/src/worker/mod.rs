@@ -56,6 +56,9 @@ pub async fn run_with(
     mut registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
+    for setting in &config.settings_from {
+        tracing::info!("{setting}");
+    }
     let db = Db::new(config.db.clone())?;
     check_database(&db, &config).await?;
     if config.example_plugin {

@@ -24,7 +24,7 @@ use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
 use crate::control::pidbox;
 use crate::delivery;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
 
@@ -72,7 +72,8 @@ pub(super) async fn session<F: Future<Output = ()>>(
         })
     });
     let inflight = Arc::new(InFlight::new(&config.hostname));
-    let mailbox = match pidbox::start(conn, config, prefetch, events.clone(), inflight.clone()).await {
+    let report = plugins_report(plugins.clone());
+    let mailbox = match pidbox::start(conn, config, prefetch, events.clone(), inflight.clone(), report).await {
         Ok(task) => Some(task),
         Err(e) => {
             tracing::error!(error = %e, "no remote control mailbox; celery inspect will not see this worker");
@@ -144,6 +145,32 @@ pub(super) async fn session<F: Future<Output = ()>>(
         }
     }
     Ok(end)
+}
+
+/// The plugins as `celery inspect registered` and `stats` show them.
+fn plugins_report(plugins: Plugins) -> pidbox::PluginsReport {
+    Arc::new(move || {
+        let versions = plugins.versions();
+        let registered = versions
+            .iter()
+            .map(|(version, runs)| match runs {
+                Runs::Rust(type_name) => format!("plugin {version} (rust: {type_name})"),
+                Runs::Python(class) => format!("plugin {version} (python: {class})"),
+            })
+            .collect();
+        let python = plugins.python().map(|pool| {
+            let ready = pool.ready();
+            serde_json::json!({
+                "interpreter": pool.settings().interpreter.display().to_string(),
+                "processes": pool.settings().workers,
+                "idle-pids": pool.idle_pids(),
+                "python": ready.python,
+                "bk-plugin-framework": ready.framework,
+                "pydantic": ready.pydantic,
+            })
+        });
+        pidbox::PluginsView { registered, stats: serde_json::json!({"versions": versions.len(), "python": python}) }
+    })
 }
 
 /// One consumer per queue, all feeding one channel of deliveries.

@@ -1,0 +1,150 @@
+//! Where the broker and database settings come from. In a plugin project's
+//! environment Celerity needs no second copy of them: without its own
+//! `--broker-url` / `CELERITY_BROKER_URL` it reads the plugin runtime's
+//! `BK_PLUGIN_RUNTIME_BROKER_URL`, and without `--database-url` /
+//! `CELERITY_DATABASE_URL` it builds the URL from the runtime's
+//! `BK_PLUGIN_RUNTIME_DB_{NAME,HOST,PORT,USER,PWD}`; then the defaults.
+
+use std::fmt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL};
+
+/// The plugin runtime's broker setting.
+pub const RUNTIME_BROKER_URL: &str = "BK_PLUGIN_RUNTIME_BROKER_URL";
+/// The plugin runtime's database settings; only the name is required.
+pub const RUNTIME_DB_NAME: &str = "BK_PLUGIN_RUNTIME_DB_NAME";
+/// Defaults to `127.0.0.1`.
+pub const RUNTIME_DB_HOST: &str = "BK_PLUGIN_RUNTIME_DB_HOST";
+/// Defaults to `3306`.
+pub const RUNTIME_DB_PORT: &str = "BK_PLUGIN_RUNTIME_DB_PORT";
+/// Defaults to `root`.
+pub const RUNTIME_DB_USER: &str = "BK_PLUGIN_RUNTIME_DB_USER";
+/// Defaults to no password.
+pub const RUNTIME_DB_PWD: &str = "BK_PLUGIN_RUNTIME_DB_PWD";
+
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Celerity's own flag or `CELERITY_*` variable.
+    Celerity(&'static str),
+    /// The plugin runtime's variables.
+    Runtime(&'static str),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Celerity(name) | Source::Runtime(name) => f.write_str(name),
+            Source::Default => f.write_str("the default"),
+        }
+    }
+}
+
+/// A URL and where it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The URL.
+    pub url: String,
+    /// Its source.
+    pub source: Source,
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} from {}", celerity_db::redact_url(&self.url), self.source)
+    }
+}
+
+impl Setting {
+    /// `URL (password masked) from SOURCE`, for the start-up log.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// The broker URL: Celerity's own, the runtime's, or the default.
+pub fn broker_url(given: Option<String>, env: impl Fn(&str) -> Option<String>) -> Setting {
+    if let Some(url) = given {
+        return Setting { url, source: Source::Celerity("--broker-url / CELERITY_BROKER_URL") };
+    }
+    match env(RUNTIME_BROKER_URL).filter(|u| !u.is_empty()) {
+        Some(url) => Setting { url, source: Source::Runtime(RUNTIME_BROKER_URL) },
+        None => Setting { url: DEFAULT_BROKER_URL.into(), source: Source::Default },
+    }
+}
+
+/// Characters kept as they are in a URL's user and password.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The database URL: Celerity's own, one built from the runtime's, or the default.
+pub fn database_url(given: Option<String>, env: impl Fn(&str) -> Option<String>) -> Setting {
+    if let Some(url) = given {
+        return Setting { url, source: Source::Celerity("--database-url / CELERITY_DATABASE_URL") };
+    }
+    let Some(name) = env(RUNTIME_DB_NAME).filter(|n| !n.is_empty()) else {
+        return Setting { url: DEFAULT_DATABASE_URL.into(), source: Source::Default };
+    };
+    let var = |key: &str, default: &str| env(key).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned());
+    let user = utf8_percent_encode(&var(RUNTIME_DB_USER, "root"), USERINFO).to_string();
+    let password = env(RUNTIME_DB_PWD).unwrap_or_default();
+    let userinfo =
+        if password.is_empty() { user } else { format!("{user}:{}", utf8_percent_encode(&password, USERINFO)) };
+    let (host, port) = (var(RUNTIME_DB_HOST, "127.0.0.1"), var(RUNTIME_DB_PORT, "3306"));
+    Setting {
+        url: format!("mysql://{userinfo}@{host}:{port}/{name}"),
+        source: Source::Runtime("BK_PLUGIN_RUNTIME_DB_*"),
+    }
+}
+
+/// The process environment, read once at start-up.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn celeritys_own_setting_wins_then_the_runtimes_then_the_default() {
+        let runtime = env(&[(RUNTIME_BROKER_URL, "amqp://bk:secret@mq:5672/plugins")]);
+        let own = broker_url(Some("amqp://a/%2f".into()), &runtime);
+        assert_eq!(own.url, "amqp://a/%2f");
+        assert!(matches!(own.source, Source::Celerity(_)));
+        let theirs = broker_url(None, &runtime);
+        assert_eq!(
+            theirs,
+            Setting { url: "amqp://bk:secret@mq:5672/plugins".into(), source: Source::Runtime(RUNTIME_BROKER_URL) }
+        );
+        assert_eq!(theirs.describe(), "amqp://bk:***@mq:5672/plugins from BK_PLUGIN_RUNTIME_BROKER_URL");
+        assert_eq!(broker_url(None, env(&[])).source, Source::Default);
+    }
+
+    #[test]
+    fn the_runtimes_database_settings_make_a_url_with_the_password_encoded_and_masked() {
+        let runtime = env(&[
+            (RUNTIME_DB_NAME, "bk_plugin"),
+            (RUNTIME_DB_HOST, "db.internal"),
+            (RUNTIME_DB_PORT, "3307"),
+            (RUNTIME_DB_USER, "plugin"),
+            (RUNTIME_DB_PWD, "p@ss:w/rd"),
+        ]);
+        let db = database_url(None, runtime);
+        assert_eq!(db.url, "mysql://plugin:p%40ss%3Aw%2Frd@db.internal:3307/bk_plugin");
+        assert_eq!(db.describe(), "mysql://plugin:***@db.internal:3307/bk_plugin from BK_PLUGIN_RUNTIME_DB_*");
+        let defaults = database_url(None, env(&[(RUNTIME_DB_NAME, "bk_plugin")]));
+        assert_eq!(defaults.url, "mysql://root@127.0.0.1:3306/bk_plugin");
+        assert_eq!(database_url(None, env(&[(RUNTIME_DB_HOST, "h")])).source, Source::Default, "no name, no URL");
+    }
+}
