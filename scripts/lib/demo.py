@@ -5,11 +5,13 @@ demo database or the workers' logs; nothing is a fixed string.
     demo.py reset --admin-url URL --database NAME
         Drops and re-creates the demo database, so a re-run starts clean.
     demo.py specs --count N --fail-every K --out FILE
-        Writes the producer's specs: N example-plugin schedules (3 polls,
-        1 s apart); every K-th fails at its second poll (K = 0: none).
-    demo.py watch --db URL --count N [--log FILE ...]
+        Writes the producer's specs: N schedules of the plugin project's
+        version 1.0.0 (3 polls, 1 s apart); every K-th fails at its second
+        poll (K = 0: none).
+    demo.py watch --db URL --count N [--log FILE ...] [--plugins FILE]
         Draws a progress bar of finalised schedules until all N are final,
-        then prints the summary. Exits 1 if progress stops for 60 s.
+        then prints the summary, with where each version ran (FILE is the
+        output of `celerity plugins`). Exits 1 if progress stops for 60 s.
 """
 
 import argparse
@@ -46,7 +48,7 @@ def specs(opts):
         inputs = {"polls": 3, "interval": 1}
         if opts.fail_every and i % opts.fail_every == opts.fail_every - 1:
             inputs["fail_at"] = 3
-        out.append({"trace_id": f"demo{run}{i:06d}", "version": "1.0.0", "inputs": inputs})
+        out.append({"trace_id": f"demo{run}{i:06d}", "version": "1.0.0", "inputs": inputs, "context": {}})
     with open(opts.out, "w") as f:
         json.dump(out, f)
 
@@ -96,6 +98,15 @@ def summary(db, opts):
         polls, first, last = one(cur, "SELECT COUNT(*), MIN(started_at), MAX(ended_at) FROM celerity_attempt")
         cur.execute("SELECT hostname, COUNT(*) FROM celerity_attempt GROUP BY hostname ORDER BY hostname")
         per_worker = cur.fetchall()
+        cur.execute("SELECT plugin_version, COUNT(*) FROM schedule_schedule GROUP BY plugin_version ORDER BY 1")
+        per_version = cur.fetchall()
+    runs = {}
+    if opts.plugins:
+        with open(opts.plugins) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3:
+                    runs[parts[0]] = f"{parts[1]}: {parts[2]}"
     names = {2: "POLL", 3: "CALLBACK", SUCCESS: "SUCCESS", FAIL: "FAIL"}
     retries = 0
     for path in opts.log:
@@ -108,6 +119,7 @@ def summary(db, opts):
              ("polls/s (first poll started to last ended)", f"{polls / span:.0f}" if span > 0 else "n/a"),
              ("retries seen (worker logs)", str(retries))]
     rows += [(f"share of {host}", f"{n} polls ({100 * n / polls:.0f}%)") for host, n in per_worker]
+    rows += [(f"version {v} ran in", f"{runs.get(v, 'unknown')} ({n} schedules)") for v, n in per_version]
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
@@ -124,6 +136,7 @@ def main():
     p.add_argument("--out")
     p.add_argument("--db")
     p.add_argument("--log", action="append", default=[])
+    p.add_argument("--plugins")
     opts = p.parse_args()
     sys.exit({"reset": reset, "specs": specs, "watch": watch}[opts.mode](opts) or 0)
 

@@ -550,17 +550,6 @@ pub async fn wait_for_rows(
     }
 }
 
-/// Runs `tests/python/framework_app.py` with `args`, returning its stdout.
-pub fn framework_app(args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg(python_script("framework_app.py"))
-        .args(args)
-        .output()
-        .expect("run framework_app.py");
-    assert!(out.status.success(), "framework_app.py {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
 /// A database migrated by Celerity, on the shared server.
 pub fn migrated_database() -> TestDatabase {
     let db = TestDatabase::create();

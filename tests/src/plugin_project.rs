@@ -26,6 +26,27 @@ pub fn python_pydantic1() -> PathBuf {
     path
 }
 
+/// The environment a process of the project runs in, on `db` and the
+/// broker at `broker_url`: the project on `PYTHONPATH`, its Django settings,
+/// and the plugin runtime's database and broker settings.
+pub fn env(db: &TestDatabase, broker_url: &str) -> Vec<(String, String)> {
+    let name = db.url().rsplit('/').next().expect("a database name").to_owned();
+    let base = mysql_base();
+    let host_port = base.rsplit('@').next().expect("user@host:port");
+    let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
+    let user = base.trim_start_matches("mysql://").split('@').next().unwrap_or("root").to_owned();
+    vec![
+        ("PYTHONPATH".into(), dir().display().to_string()),
+        ("DJANGO_SETTINGS_MODULE".into(), "plugin_project.settings".into()),
+        ("BK_PLUGIN_RUNTIME_DB_NAME".into(), name),
+        ("BK_PLUGIN_RUNTIME_DB_HOST".into(), host.into()),
+        ("BK_PLUGIN_RUNTIME_DB_PORT".into(), port.into()),
+        ("BK_PLUGIN_RUNTIME_DB_USER".into(), user),
+        ("BK_PLUGIN_RUNTIME_DB_PWD".into(), String::new()),
+        ("BK_PLUGIN_RUNTIME_BROKER_URL".into(), broker_url.to_owned()),
+    ]
+}
+
 /// A database and a vhost the project's processes share.
 pub struct Project {
     /// The project's database, migrated by Django and by Celerity.
@@ -49,21 +70,7 @@ impl Project {
 
     /// The environment a process of the project runs in.
     pub fn env(&self) -> Vec<(String, String)> {
-        let name = self.db.url().rsplit('/').next().expect("a database name").to_owned();
-        let base = mysql_base();
-        let host_port = base.rsplit('@').next().expect("user@host:port");
-        let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
-        let user = base.trim_start_matches("mysql://").split('@').next().unwrap_or("root").to_owned();
-        vec![
-            ("PYTHONPATH".into(), dir().display().to_string()),
-            ("DJANGO_SETTINGS_MODULE".into(), "plugin_project.settings".into()),
-            ("BK_PLUGIN_RUNTIME_DB_NAME".into(), name),
-            ("BK_PLUGIN_RUNTIME_DB_HOST".into(), host.into()),
-            ("BK_PLUGIN_RUNTIME_DB_PORT".into(), port.into()),
-            ("BK_PLUGIN_RUNTIME_DB_USER".into(), user),
-            ("BK_PLUGIN_RUNTIME_DB_PWD".into(), String::new()),
-            ("BK_PLUGIN_RUNTIME_BROKER_URL".into(), self.vhost.url()),
-        ]
+        env(&self.db, &self.vhost.url())
     }
 
     /// Runs `project.py ARGS` (migrate, produce, callback); its stdout.

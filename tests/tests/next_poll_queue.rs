@@ -2,16 +2,19 @@
 //! (no priority levels), and a rollback loses nothing: after the Celerity
 //! workers stop, `celerity hand-back` moves what waits there to
 //! `plugin_schedule` and routes countdowns still in the delay queues there
-//! too, where a Python framework worker finishes every schedule.
+//! too, where the framework's own Celery worker (bk-plugin-framework 2.3.15,
+//! with the plugin project's Python twin of the example plugin) finishes
+//! every schedule.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker_proto::{FieldTable, topology};
 use celerity_db::State;
+use celerity_tests::plugin_project::Project;
 use celerity_tests::{
-    ChildGuard, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data, insert_schedule,
-    migrated_database, python, python_script, rows, temp_dir, unique, wait_for_rows,
+    celerity_bin, confirmed_channel, declare_framework_queue, example_data, insert_schedule, python, rows, temp_dir,
+    unique, wait_for_rows,
 };
 use lapin::options::QueueDeclareOptions;
 
@@ -24,9 +27,9 @@ async fn depth(ch: &lapin::Channel, queue: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_polls_use_celeritys_queue_and_a_hand_back_lets_python_finish_them() {
-    let vhost = Vhost::create();
-    let db = migrated_database();
-    let (_conn, ch) = confirmed_channel(&vhost).await;
+    let project = Project::new(&python());
+    let (vhost, db) = (&project.vhost, &project.db);
+    let (_conn, ch) = confirmed_channel(vhost).await;
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     let polls = 6;
     let ids: Vec<String> = (0..10).map(|_| unique("h").replace('-', "")).collect();
@@ -53,12 +56,12 @@ async fn next_polls_use_celeritys_queue_and_a_hand_back_lets_python_finish_them(
         let m = celerity_tests::task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]);
         celerity_tests::publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
     }
-    wait_for_rows(&db, Duration::from_secs(30), |r| r.values().map(|r| r.invoke_count - 1).sum::<i32>() >= 15).await;
+    wait_for_rows(db, Duration::from_secs(30), |r| r.values().map(|r| r.invoke_count - 1).sum::<i32>() >= 15).await;
     // A graceful stop, as a rollback does it: polls in flight finish, the
     // rest go back unacked to the queue they came from.
     let _ = Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
     assert!(worker.wait().unwrap().success());
-    let waiting = rows(&db).values().filter(|r| r.state == State::Poll.code()).count();
+    let waiting = rows(db).values().filter(|r| r.state == State::Poll.code()).count();
     assert!(waiting > 0, "the stop must land mid-run");
     assert_eq!(depth(&ch, topology::SCHEDULE_QUEUE.name).await, 0, "next polls did not go to plugin_schedule");
 
@@ -67,10 +70,8 @@ async fn next_polls_use_celeritys_queue_and_a_hand_back_lets_python_finish_them(
     println!("{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(depth(&ch, topology::NEXT_POLL_QUEUE).await, 0, "hand-back left messages behind");
 
-    let mut py = Command::new(python());
-    py.arg(python_script("framework_app.py")).args(["worker", "--broker", &vhost.url(), "--db", &db.url()]);
-    let py = ChildGuard::spawn(py, dir.join("python.log"));
-    let done = wait_for_rows(&db, Duration::from_secs(60), |r| {
+    let py = project.framework_worker(dir.join("python.log"));
+    let done = wait_for_rows(db, Duration::from_secs(60), |r| {
         ids.iter().all(|id| r.get(id).is_some_and(|row| row.state == State::Success.code()))
     })
     .await;

@@ -1,6 +1,7 @@
 """The test plugin project's own operations, done by the real framework:
   migrate                 Django's migrations (schedule_schedule and the rest)
-  produce SPECS_JSON      BKPluginExecutor.execute for each spec, as the
+  produce SPECS_JSON|@FILE
+                          BKPluginExecutor.execute for each spec, as the
                           plugin runtime's invoke API does: the plugin's first
                           execute, the schedule row, the first `schedule` task
   callback TRACE_ID ID DATA_JSON
@@ -19,7 +20,9 @@ import plugin_project.celery_app  # noqa: F401  (Django and the Celery app, as a
 def migrate():
     from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+    # fake_initial: `celerity migrate` may have created schedule_schedule
+    # already, with the same DDL.
+    call_command("migrate", verbosity=0, fake_initial=True)
 
 
 def produce(specs):
@@ -45,7 +48,9 @@ if __name__ == "__main__":
     if command == "migrate":
         migrate()
     elif command == "produce":
-        produce(json.loads(sys.argv[2]))
+        # "@FILE" reads the specs from a file (thousands do not fit a command line nicely).
+        text = open(sys.argv[2][1:]).read() if sys.argv[2].startswith("@") else sys.argv[2]
+        produce(json.loads(text))
     elif command == "callback":
         callback(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     else:

@@ -14,7 +14,12 @@
 //!   next message with confirms, ack;
 //! - `python-threads`, `python-prefork`: a Python Celery 5 worker running the
 //!   same task with pymysql (`tests/python/bench_worker.py`), `-P threads -c
-//!   100` and `-P prefork -c 2`.
+//!   100` and `-P prefork -c 2`;
+//! - `celerity-python`: one worker running the plugin project's Python
+//!   plugin `1.0.0` (the example plugin's twin) in its plugin hosts;
+//! - `framework-prefork`, `framework-threads`: the framework's own Celery
+//!   worker (bk-plugin-framework 2.3.15) with the same Python plugin, `-P
+//!   prefork -c 2` and `-P threads -c 100`.
 //!
 //! For each: polls/s (from the first landed poll to the last), wall time
 //! (from start-up), worker CPU seconds per 1,000 polls, peak RSS of the
@@ -32,6 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
+use celerity_tests::plugin_project;
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
@@ -39,8 +45,17 @@ use celerity_tests::{
     python_script,
 };
 
-const ALL: &[&str] =
-    &["raw", "celerity-1", "celerity-2", "celerity-1-framework-queue", "python-threads", "python-prefork"];
+const ALL: &[&str] = &[
+    "raw",
+    "celerity-1",
+    "celerity-2",
+    "celerity-1-framework-queue",
+    "python-threads",
+    "python-prefork",
+    "celerity-python",
+    "framework-prefork",
+    "framework-threads",
+];
 
 struct Args {
     schedules: usize,
@@ -115,6 +130,31 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             c.args(["raw", "--broker", &vhost.url(), "--db", &db.url(), "--inflight", &inflight.to_string()]);
             c
         }
+        "celerity-python" => {
+            // The plugin project's Python plugin 1.0.0 in Celerity's hosts
+            // (one per CPU), the plugin runtime's settings in the environment.
+            let mut c = Command::new(bench_celerity_bin());
+            c.args(["worker", "--python"])
+                .arg(python())
+                .args(["--broker-url", &vhost.url(), "--database-url", &db.url()])
+                .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
+                .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
+                .args(["--http-addr", "127.0.0.1:0", "--without-events"])
+                .envs(plugin_project::env(db, &vhost.url()))
+                .current_dir(plugin_project::dir())
+                .env("RUST_LOG", "warn");
+            c
+        }
+        framework if framework.starts_with("framework-") => {
+            // The framework's own Celery worker with the same Python plugin.
+            let (pool, n) = if framework == "framework-threads" { ("threads", "100") } else { ("prefork", "2") };
+            let mut c = Command::new(python());
+            c.args(["-m", "celery", "-A", "plugin_project.celery_app", "worker", "-P", pool, "-c", n])
+                .args(["-Q", "plugin_schedule", "--without-gossip", "--without-mingle", "-l", "WARNING"])
+                .envs(plugin_project::env(db, &vhost.url()))
+                .current_dir(plugin_project::dir());
+            c
+        }
         c if c.starts_with("celerity") => {
             let mut c = Command::new(bench_celerity_bin());
             c.args(["worker", "--example-plugin", "--broker-url", &vhost.url(), "--database-url", &db.url()])
@@ -148,7 +188,8 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
     cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {contender}: {e}"))
 }
 
-/// Worker processes for a contender: `celerity-N` runs N, the rest one.
+/// Worker processes for a contender: `celerity-N` runs N, the rest one
+/// (whose children, plugin hosts or pool processes, count with it).
 fn processes(contender: &str) -> usize {
     contender.strip_prefix("celerity-").and_then(|n| n.parse().ok()).unwrap_or(1)
 }
@@ -266,6 +307,18 @@ fn report(a: &Args, all: &[Figures]) {
         .iter()
         .filter(|f| f.name.starts_with("python"))
         .max_by(|x, y| x.polls_per_sec().partial_cmp(&y.polls_per_sec()).unwrap_or(std::cmp::Ordering::Equal));
+    let framework = all
+        .iter()
+        .filter(|f| f.name.starts_with("framework-") && !f.stalled)
+        .max_by(|x, y| x.polls_per_sec().partial_cmp(&y.polls_per_sec()).unwrap_or(std::cmp::Ordering::Equal));
+    if let (Some(ours), Some(theirs)) = (get("celerity-python"), framework) {
+        println!(
+            "celerity-python / {}: {:.2}x the polls/s, {:.3} of the CPU per 1,000 polls (worker and plugin hosts)",
+            theirs.name,
+            ours.polls_per_sec() / theirs.polls_per_sec(),
+            ours.cpu_per_1000() / theirs.cpu_per_1000().max(1e-9)
+        );
+    }
     if let Some(one) = get("celerity-1") {
         println!();
         if let Some(raw) = get("raw") {
