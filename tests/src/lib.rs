@@ -569,6 +569,14 @@ pub fn celerity_bin() -> PathBuf {
     path
 }
 
+/// `BIN worker --example-plugin --broker-url BROKER --database-url DATABASE`,
+/// for more flags to follow.
+pub fn example_worker(bin: PathBuf, broker: &str, database: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["worker", "--example-plugin", "--broker-url", broker, "--database-url", database]);
+    cmd
+}
+
 /// The `celerity` binary a benchmark measures: `CELERITY_BIN`, else the
 /// release build, else the debug build.
 pub fn bench_celerity_bin() -> PathBuf {

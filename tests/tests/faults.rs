@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{encode, topology};
@@ -16,8 +16,8 @@ use celerity_db::State;
 use celerity_tests::ledger::{self, Expect, Report};
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
 use celerity_tests::{
-    PrivateMariadb, TestDatabase, Vhost, celerity_bin, connect, declare_framework_queue, example_data, insert_schedule,
-    migrated_database, publish_raw, publish_task, rows, task_message, temp_dir, unique, wait_for_rows,
+    PrivateMariadb, TestDatabase, Vhost, celerity_bin, connect, declare_framework_queue, example_data, example_worker,
+    insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, temp_dir, unique, wait_for_rows,
 };
 use chrono::Utc;
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
@@ -52,8 +52,8 @@ const IMPATIENT: &[&str] = &[
 
 /// A `celerity worker` process, logging to `dir/<name>.log`.
 fn worker(broker: &str, database: &str, name: &str, dir: &Path, extra: &[&str]) -> Child {
-    Command::new(celerity_bin())
-        .args(["worker", "--example-plugin", "--broker-url", broker, "--database-url", database, "--concurrency", "8"])
+    example_worker(celerity_bin(), broker, database)
+        .args(["--concurrency", "8"])
         .args(["--hostname", &format!("celerity@{name}")])
         .args(extra)
         .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).expect("worker log")))

@@ -13,8 +13,8 @@ use broker_proto::{FieldTable, topology};
 use celerity_db::State;
 use celerity_tests::plugin_project::Project;
 use celerity_tests::{
-    celerity_bin, confirmed_channel, declare_framework_queue, example_data, insert_schedule, python, rows, temp_dir,
-    unique, wait_for_rows,
+    celerity_bin, confirmed_channel, declare_framework_queue, example_data, example_worker, insert_schedule, python,
+    rows, temp_dir, unique, wait_for_rows,
 };
 use lapin::options::QueueDeclareOptions;
 
@@ -34,17 +34,8 @@ async fn next_polls_use_celeritys_queue_and_a_hand_back_lets_python_finish_them(
     let polls = 6;
     let ids: Vec<String> = (0..10).map(|_| unique("h").replace('-', "")).collect();
     let dir = temp_dir();
-    let mut worker = Command::new(celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &vhost.url(),
-            "--database-url",
-            &db.url(),
-            "--queues",
-            "plugin_schedule",
-        ])
+    let mut worker = example_worker(celerity_bin(), &vhost.url(), &db.url())
+        .args(["--queues", "plugin_schedule"])
         .stderr(Stdio::from(std::fs::File::create(dir.join("celerity.log")).unwrap()))
         .spawn()
         .unwrap();

@@ -11,7 +11,8 @@ use celerity_tests::private_rabbitmq::PrivateRabbitmq;
 use celerity_tests::tls::TestCerts;
 use celerity_tests::{
     ChildGuard, PrivateMariadb, TestDatabase, Vhost, celerity_bin, confirmed_channel, connect, declare_framework_queue,
-    example_data, insert_schedule, migrated_database, publish_task, task_message, temp_dir, unique, wait_for_rows,
+    example_data, example_worker, insert_schedule, migrated_database, publish_task, task_message, temp_dir, unique,
+    wait_for_rows,
 };
 use diesel::prelude::*;
 
@@ -34,19 +35,8 @@ async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() 
     let dir = temp_dir();
 
     // Not trusting the test CA: the TLS handshake fails, and the worker says so.
-    let refused = Command::new(celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &broker.amqps_url(),
-            "--database-url",
-            &db.url(),
-            "--broker-wait",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let refused =
+        example_worker(celerity_bin(), &broker.amqps_url(), &db.url()).args(["--broker-wait", "1"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "an untrusted certificate must not be accepted");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
@@ -217,19 +207,8 @@ async fn credentials_never_show_in_logs_errors_or_status() {
 
     // A worker whose database refuses its password exits at start-up with
     // one clear line, rather than failing every schedule it takes.
-    let out = Command::new(celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &broker_url,
-            "--database-url",
-            &wrong_db,
-            "--queues",
-            "plugin_schedule",
-        ])
-        .output()
-        .unwrap();
+    let out =
+        example_worker(celerity_bin(), &broker_url, &wrong_db).args(["--queues", "plugin_schedule"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a refused password is bad configuration");
     assert!(stderr.contains("1045") || stderr.contains("Access denied"), "the refusal is named: {stderr}");

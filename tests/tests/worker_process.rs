@@ -11,8 +11,8 @@ use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
     ChildGuard, InProcessWorker, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
-    free_port, insert_schedule, migrated_database, publish_task, python, python_script, rows, task_message, temp_dir,
-    unique, wait_for_json_lines, wait_for_rows, worker_config,
+    example_worker, free_port, insert_schedule, migrated_database, publish_task, python, python_script, rows,
+    task_message, temp_dir, unique, wait_for_json_lines, wait_for_rows, worker_config,
 };
 use chrono::Utc;
 use lapin::options::BasicGetOptions;
@@ -109,17 +109,8 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
         insert(&tdb.url(), id, 1_000_000, 0);
     }
     let dir = temp_dir();
-    let mut child = Command::new(celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &vhost.url(),
-            "--database-url",
-            &tdb.url(),
-            "--concurrency",
-            "4",
-        ])
+    let mut child = example_worker(celerity_bin(), &vhost.url(), &tdb.url())
+        .args(["--concurrency", "4"])
         .args(["--queues", "plugin_schedule", "--shutdown-grace", "10"])
         .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
         .spawn()
@@ -236,17 +227,8 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_
     }
     let dir = temp_dir();
     let start_worker = |log: &str| {
-        Command::new(celerity_bin())
-            .args([
-                "worker",
-                "--example-plugin",
-                "--broker-url",
-                &vhost.url(),
-                "--database-url",
-                &tdb.url(),
-                "--concurrency",
-                "8",
-            ])
+        example_worker(celerity_bin(), &vhost.url(), &tdb.url())
+            .args(["--concurrency", "8"])
             .args(["--queues", "plugin_schedule", "--queue-type", queue_type])
             .stderr(Stdio::from(std::fs::File::create(dir.join(log)).unwrap()))
             .spawn()
@@ -295,17 +277,8 @@ async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
     let workers: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| {
-            Command::new(celerity_bin())
-                .args([
-                    "worker",
-                    "--example-plugin",
-                    "--broker-url",
-                    &vhost.url(),
-                    "--database-url",
-                    &tdb.url(),
-                    "--concurrency",
-                    "4",
-                ])
+            example_worker(celerity_bin(), &vhost.url(), &tdb.url())
+                .args(["--concurrency", "4"])
                 .args(["--queues", "plugin_schedule", "--hostname", &format!("celerity@{name}")])
                 .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()))
                 .spawn()
@@ -357,17 +330,8 @@ async fn lost_broker_connections_are_reconnected_and_nothing_is_lost() {
         insert(&tdb.url(), id, polls, 0);
     }
     let dir = temp_dir();
-    let mut worker = Command::new(celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &vhost.url(),
-            "--database-url",
-            &tdb.url(),
-            "--concurrency",
-            "8",
-        ])
+    let mut worker = example_worker(celerity_bin(), &vhost.url(), &tdb.url())
+        .args(["--concurrency", "8"])
         .args(["--queues", "plugin_schedule"])
         .stderr(Stdio::from(std::fs::File::create(dir.join("worker.log")).unwrap()))
         .spawn()

@@ -14,14 +14,15 @@
 //! Needs the services up and a built `celerity` (CELERITY_BIN, else
 //! target/release/celerity, else target/debug/celerity).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_proto::{FieldTable, delay, topology};
 use celerity_tests::procfs::rss_kib;
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
-    TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database,
+    TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, example_worker,
+    migrated_database,
 };
 use diesel::prelude::*;
 use diesel::sql_types::Double;
@@ -66,17 +67,8 @@ async fn delay_depth(ch: &lapin::Channel) -> u64 {
 }
 
 fn start_worker(vhost: &Vhost, db: &TestDatabase, log: &str) -> Child {
-    Command::new(bench_celerity_bin())
-        .args([
-            "worker",
-            "--example-plugin",
-            "--broker-url",
-            &vhost.url(),
-            "--database-url",
-            &db.url(),
-            "--concurrency",
-            "32",
-        ])
+    example_worker(bench_celerity_bin(), &vhost.url(), &db.url())
+        .args(["--concurrency", "32"])
         .args(["--queues", "plugin_schedule", "--log-format", "json"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
