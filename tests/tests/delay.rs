@@ -131,6 +131,7 @@ async fn declaring_over_a_queue_of_the_other_type_names_the_argument() {
     declare_topology(&ch, &[topology::SCHEDULE_QUEUE.name.to_owned()], QueueType::Classic).await.unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.queue_type = QueueType::Quorum;
+    config.example_plugin = true;
     let err = celerity::worker::run(config, std::future::pending()).await.unwrap_err().to_string();
     assert!(
         err.contains("plugin_schedule") && (err.contains("x-queue-type") || err.contains("x-max-priority")),

@@ -151,6 +151,7 @@ async fn credentials_never_show_in_logs_errors_or_status() {
     let mut cmd = Command::new(celerity_bin());
     cmd.env("RUST_LOG", "debug").args([
         "worker",
+        "--example-plugin",
         "--broker-url",
         &broker_url,
         "--database-url",

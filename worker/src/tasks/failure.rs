@@ -65,7 +65,11 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         // A retry is a fresh delivery, not a redelivery of a crashed one.
         retried.extra_headers = without(&retried.extra_headers, DELIVERIES_HEADER);
         ctx.publisher.publish_task_to_queue(&self.origin.queue, &retried).await?;
-        tracing::warn!(class, error = %err, retries = retried.retries, countdown = ?countdown, "transient failure; retry published");
+        if class == ErrorClass::Transient.as_str() {
+            tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
+        } else {
+            tracing::warn!(class, error = %err, retries = retried.retries, countdown = ?countdown, "transient failure; retry published");
+        }
         metrics::counter!(meters::RETRIES, "class" => class).increment(1);
         if let Some(trace_id) = trace_id {
             // Bookkeeping for operators; the database may well still be down.
