@@ -18,6 +18,13 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// blocked row surfaces as error 1205 rather than as a deadline.
 pub const DEFAULT_LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a pooled connection lives at most: a proxy or a failover may
+/// drop connections silently, and a shorter life bounds how long a pool keeps
+/// them (the BlueKing Go runtime's `SetConnMaxLifetime`).
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(180);
+/// How long an idle pooled connection is kept (the Go runtime's `SetConnMaxIdleTime`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where and how to reach the database.
 #[derive(Clone)]
 pub struct DbConfig {
@@ -31,6 +38,10 @@ pub struct DbConfig {
     pub call_timeout: Duration,
     /// `innodb_lock_wait_timeout` of each session.
     pub lock_wait_timeout: Duration,
+    /// A connection's longest life in the pool.
+    pub max_lifetime: Duration,
+    /// How long an idle connection stays in the pool.
+    pub idle_timeout: Duration,
     /// Zone of the naive datetimes in the tables: UTC for Django `USE_TZ=True`,
     /// the Django `TIME_ZONE` (e.g. Asia/Shanghai) for `USE_TZ=False`.
     pub time_zone: Tz,
@@ -45,6 +56,8 @@ impl DbConfig {
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             lock_wait_timeout: DEFAULT_LOCK_WAIT_TIMEOUT,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             time_zone: Tz::UTC,
         }
     }
@@ -58,6 +71,8 @@ impl fmt::Debug for DbConfig {
             .field("checkout_timeout", &self.checkout_timeout)
             .field("call_timeout", &self.call_timeout)
             .field("lock_wait_timeout", &self.lock_wait_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("idle_timeout", &self.idle_timeout)
             .field("time_zone", &self.time_zone)
             .finish()
     }

@@ -57,9 +57,12 @@ impl Db {
     /// Runs `f` on a pooled connection, blocking the current thread. Use
     /// [`Db::call`] from async code.
     pub fn blocking<T>(&self, f: impl FnOnce(&mut MysqlConnection) -> Result<T, DbError>) -> Result<T, DbError> {
-        let mut conn = self.inner.pool.get().map_err(DbError::PoolTimeout)?;
+        let mut conn = self.inner.pool.get().map_err(DbError::pool_timeout)?;
         let started = Instant::now();
-        let result = f(&mut conn.conn);
+        let result = f(&mut conn.conn).map_err(|e| match e.breaks_connection() {
+            true => e,
+            false => crate::diagnose::diagnose(&mut conn.conn, e),
+        });
         // A call that outlived its deadline was on a hung server: its
         // connection is not trusted again.
         if result.as_ref().err().is_some_and(DbError::breaks_connection)

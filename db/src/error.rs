@@ -1,31 +1,12 @@
-//! The one error type of the database layer and its transient-or-fatal
-//! classification.
+//! The one error type of the database layer, and whose fault each error is.
 
 use std::time::Duration;
 
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
 use thiserror::Error;
 
+use crate::class::ErrorClass;
 use crate::codes::MysqlCode;
-
-/// Whether a later try may succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The database may answer on a later try: retry with backoff.
-    Transient,
-    /// Trying again cannot help: fail fast.
-    Fatal,
-}
-
-impl ErrorClass {
-    /// `transient` or `fatal`, as stored in the retry bookkeeping.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Fatal => "fatal",
-        }
-    }
-}
 
 /// Anything that went wrong talking to the database. The source error is
 /// kept; no variant carries the connection URL's password.
@@ -49,10 +30,16 @@ pub enum DbError {
         #[source]
         source: DieselError,
     },
-    /// No pooled connection could be had in time (the server is down or every
-    /// connection is busy).
-    #[error("no database connection within the checkout timeout: {0}")]
-    PoolTimeout(#[source] r2d2::Error),
+    /// No pooled connection could be had in time (the server is down, it
+    /// refuses new connections, or every connection is busy).
+    #[error("no database connection within the checkout timeout: {source}")]
+    PoolTimeout {
+        /// Why the last new connection failed, when one did.
+        refused: Option<MysqlCode>,
+        /// r2d2's error.
+        #[source]
+        source: r2d2::Error,
+    },
     /// A call did not finish within its deadline (a hung server).
     #[error("database call did not finish within {0:?}")]
     Deadline(Duration),
@@ -74,16 +61,22 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// Transient or fatal: one exhaustive match, so a new variant forces a decision.
+    /// Whose fault it is: one exhaustive match, so a new variant forces a decision.
     pub fn class(&self) -> ErrorClass {
-        let transient = match self {
-            DbError::Connect { code, .. } | DbError::Query { code, .. } => code.is_transient(),
-            DbError::PoolTimeout(_) | DbError::Deadline(_) => true,
-            DbError::NotFound(_) | DbError::BadData(_) | DbError::Config(_) | DbError::Migration(_) => false,
-            // A panic in our own code will not go away by itself.
-            DbError::Task(_) => false,
-        };
-        if transient { ErrorClass::Transient } else { ErrorClass::Fatal }
+        match self {
+            DbError::Connect { code, .. } | DbError::Query { code, .. } => code.class(),
+            // A pool that cannot open connections because the credentials
+            // were refused is an environment fault like the refusal itself.
+            DbError::PoolTimeout { refused: Some(code), .. } => match code.class() {
+                ErrorClass::Environment => ErrorClass::Environment,
+                ErrorClass::Transient | ErrorClass::ScheduleFatal => ErrorClass::Transient,
+            },
+            DbError::PoolTimeout { refused: None, .. } | DbError::Deadline(_) => ErrorClass::Transient,
+            // The row is missing, holds a value the framework never writes, or
+            // made our own code panic: only this schedule is affected.
+            DbError::NotFound(_) | DbError::BadData(_) | DbError::Task(_) => ErrorClass::ScheduleFatal,
+            DbError::Config(_) | DbError::Migration(_) => ErrorClass::Environment,
+        }
     }
 
     /// Shorthand for `class() == Transient`.
@@ -95,8 +88,8 @@ impl DbError {
     pub fn mysql_code(&self) -> Option<MysqlCode> {
         match self {
             DbError::Connect { code, .. } | DbError::Query { code, .. } => Some(*code),
-            DbError::PoolTimeout(_)
-            | DbError::Deadline(_)
+            DbError::PoolTimeout { refused, .. } => *refused,
+            DbError::Deadline(_)
             | DbError::NotFound(_)
             | DbError::BadData(_)
             | DbError::Config(_)
@@ -139,6 +132,36 @@ impl From<DieselError> for DbError {
 }
 
 impl DbError {
+    /// A checkout that timed out; r2d2 keeps only the text of the last
+    /// connection error, which names its code.
+    pub(crate) fn pool_timeout(source: r2d2::Error) -> DbError {
+        let text = source.to_string();
+        let refused = text.split_once(": ").map(|(_, last)| MysqlCode::from_message(last));
+        DbError::PoolTimeout { refused: refused.filter(|c| *c != MysqlCode::Unrecognised), source }
+    }
+
+    /// The server's message of a failed statement, as diesel kept it.
+    pub(crate) fn server_message(&self) -> Option<&str> {
+        match self {
+            DbError::Query { source: DieselError::DatabaseError(_, info), .. } => Some(info.message()),
+            DbError::Query { source: DieselError::RollbackErrorOnCommit { commit_error, .. }, .. } => {
+                match commit_error.as_ref() {
+                    DieselError::DatabaseError(_, info) => Some(info.message()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The same error, with the code the server's own number names.
+    pub(crate) fn with_number(self, number: u32) -> DbError {
+        match self {
+            DbError::Query { source, .. } => DbError::Query { code: MysqlCode::from_number(number), source },
+            other => other,
+        }
+    }
+
     fn from_ref(e: &DieselError) -> Option<MysqlCode> {
         match e {
             DieselError::DatabaseError(_, info) => Some(MysqlCode::from_message(info.message())),

@@ -1,7 +1,9 @@
 //! The r2d2 pool over diesel's MySQL connection (libmariadb).
 //!
-//! A connection that saw a connection-level error (server gone, lost, killed)
-//! is marked broken so the pool drops it instead of handing it out again.
+//! A connection that saw a connection-level error (server gone, lost, killed,
+//! a node out of its cluster) is marked broken so the pool drops it instead of
+//! handing it out again. Every connection also has a maximum life and an idle
+//! timeout, so one a proxy or a failover dropped silently is not kept for long.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, MysqlConnection};
@@ -73,6 +75,8 @@ pub(crate) fn build(config: &DbConfig) -> Result<Pool, DbError> {
         .max_size(config.pool_size)
         .min_idle(Some(0))
         .connection_timeout(config.checkout_timeout)
+        .max_lifetime(Some(config.max_lifetime))
+        .idle_timeout(Some(config.idle_timeout))
         // Validity is judged from errors as they happen (see `Conn::mark_broken`),
         // which saves a round trip on every checkout.
         .test_on_check_out(false)

@@ -297,6 +297,74 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A user of its own on the shared server, with the privileges a worker
+/// needs on each table of one migrated test database, whose grants a test can
+/// take away; dropped when dropped. Table grants, not database grants: taking
+/// one away reaches connections already open at their next statement.
+pub struct TestUser {
+    name: String,
+    password: String,
+    base: String,
+    database: String,
+}
+
+impl TestUser {
+    /// Creates the user with SELECT, INSERT, UPDATE and DELETE on every table of `db`.
+    pub fn create(db: &TestDatabase) -> TestUser {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Table {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        let name = unique("cel").replace('-', "_");
+        let user = TestUser { name, password: "pw-of-a-test".into(), base: db.base.clone(), database: db.name.clone() };
+        user.admin(&format!("CREATE USER '{}'@'%' IDENTIFIED BY '{}'", user.name, user.password));
+        let tables = diesel::sql_query(format!(
+            "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = '{}'",
+            db.name
+        ))
+        .load::<Table>(&mut db.connect())
+        .expect("list the tables");
+        assert!(!tables.is_empty(), "migrate {} before making its user", db.name);
+        for table in tables {
+            user.admin(&format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {{db}}.`{}` TO {{user}}", table.name));
+        }
+        user
+    }
+
+    /// The database's URL as this user, through 127.0.0.1:3306 or where `host_port` says.
+    pub fn url_via(&self, host_port: &str) -> String {
+        format!("mysql://{}:{}@{host_port}/{}", self.name, self.password, self.database)
+    }
+
+    /// The database's URL as this user on the shared server.
+    pub fn url(&self) -> String {
+        let host_port = self.base.rsplit_once('@').map_or("127.0.0.1:3306", |(_, hp)| hp);
+        self.url_via(host_port)
+    }
+
+    /// Runs an administrative statement as root; `{user}` and `{db}` name this user and its database.
+    pub fn admin(&self, statement: &str) {
+        let statement = statement
+            .replace("{user}", &format!("'{}'@'%'", self.name))
+            .replace("{db}", &format!("`{}`", self.database));
+        admin_execute(&self.base, &statement);
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        use diesel::Connection;
+        if let Ok(mut conn) = diesel::MysqlConnection::establish(&self.base) {
+            let _ = diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!("DROP USER IF EXISTS '{}'@'%'", self.name)),
+                &mut conn,
+            );
+        }
+    }
+}
+
 fn admin_execute(base: &str, statement: &str) {
     use diesel::Connection;
     let mut conn = diesel::MysqlConnection::establish(base).unwrap_or_else(|e| panic!("connect to {base}: {e}"));

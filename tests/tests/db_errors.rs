@@ -5,8 +5,8 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use celerity_db::{Db, DbConfig, DbError, ErrorClass, MysqlCode, MysqlConnection, migrate, repo};
-use celerity_tests::{PrivateMariadb, TestDatabase, free_port};
+use celerity_db::{Db, DbConfig, DbError, ErrorClass, MysqlCode, MysqlConnection, PollResult, State, migrate, repo};
+use celerity_tests::{PrivateMariadb, TestDatabase, TestUser, free_port};
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer};
@@ -57,7 +57,7 @@ fn connection_refused_is_transient() {
     // Through the pool the same failure is a checkout timeout, also transient.
     let started = Instant::now();
     let e = db.blocking(|c| repo::load(c, "x")).unwrap_err();
-    assert!(matches!(e, DbError::PoolTimeout(_)), "{e}");
+    assert!(matches!(e, DbError::PoolTimeout { .. }), "{e}");
     assert_transient(&e, &[]);
     assert!(started.elapsed() < Duration::from_secs(10), "checkout is bounded");
 }
@@ -146,12 +146,12 @@ fn deadlock_is_transient() {
 }
 
 #[test]
-fn not_found_bad_data_and_bad_sql_are_fatal() {
+fn faults_of_one_schedule_are_schedule_fatal() {
     let tdb = TestDatabase::create();
     let db = migrated(&tdb);
     let e = db.blocking(|c| repo::load(c, "missing")).unwrap_err();
     assert!(matches!(e, DbError::NotFound(ref id) if id == "missing"), "{e}");
-    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert_eq!(e.class(), ErrorClass::ScheduleFatal);
 
     // A state the framework never writes is bad data.
     let mut conn = tdb.connect();
@@ -161,21 +161,126 @@ fn not_found_bad_data_and_bad_sql_are_fatal() {
     let row = db.blocking(|c| repo::load(c, "odd")).unwrap();
     let e = row.state().unwrap_err();
     assert!(matches!(e, DbError::BadData(_)), "{e}");
-    assert_eq!(e.class(), ErrorClass::Fatal);
+    assert_eq!(e.class(), ErrorClass::ScheduleFatal);
 
+    let long_version = "9".repeat(300);
+    for (statement, code) in [
+        (
+            "INSERT INTO schedule_schedule VALUES ('odd', '1.0.0', 2, 1, '{}', NOW(6), NULL, 0, '')".to_owned(),
+            MysqlCode::DuplicateEntry,
+        ),
+        ("UPDATE schedule_schedule SET plugin_version = NULL".to_owned(), MysqlCode::BadNull),
+        (format!("UPDATE schedule_schedule SET plugin_version = '{long_version}'"), MysqlCode::DataTooLong),
+        ("UPDATE schedule_schedule SET invoke_count = 99999999999".to_owned(), MysqlCode::OutOfRange),
+        ("UPDATE schedule_schedule SET created_at = 'not a time'".to_owned(), MysqlCode::TruncatedWrongValue),
+    ] {
+        let e = db.blocking(move |c| Ok(diesel::sql_query(statement.as_str()).execute(c)?)).unwrap_err();
+        assert_eq!(e.mysql_code(), Some(code), "{e}");
+        assert_eq!(e.class(), ErrorClass::ScheduleFatal, "{e}");
+    }
+
+    // A trigger's SIGNAL and a CHECK constraint refuse one schedule's update,
+    // inside the guarded update's transaction.
+    diesel::sql_query(
+        "CREATE TRIGGER refuse_odd BEFORE UPDATE ON schedule_schedule FOR EACH ROW \
+         IF NEW.data = 'refused' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'this data is refused'; END IF",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    diesel::sql_query("ALTER TABLE schedule_schedule ADD CONSTRAINT short_err CHECK (CHAR_LENGTH(err) < 100)")
+        .execute(&mut conn)
+        .unwrap();
+    insert_schedule(&mut conn, "t");
+    for (data, err, code) in
+        [("refused", String::new(), MysqlCode::Signal), ("{}", "x".repeat(200), MysqlCode::CheckConstraint)]
+    {
+        let result = poll_result("t", data, &err);
+        let e = db.blocking(move |c| repo::apply_poll(c, &result, None)).unwrap_err();
+        assert_eq!(e.mysql_code(), Some(code), "{e}");
+        assert_eq!(e.class(), ErrorClass::ScheduleFatal, "{e}");
+    }
+}
+
+#[test]
+fn faults_of_the_surroundings_are_environment_faults() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
     for (statement, code) in [
         ("SELECT nosuch FROM schedule_schedule", MysqlCode::BadField),
         ("SELEC 1", MysqlCode::ParseError),
         ("SELECT * FROM no_such_table", MysqlCode::NoSuchTable),
-        (
-            "INSERT INTO schedule_schedule VALUES ('odd', '1.0.0', 2, 1, '{}', NOW(6), NULL, 0, '')",
-            MysqlCode::DuplicateEntry,
-        ),
-        ("INSERT INTO schedule_schedule (trace_id) VALUES (NULL)", MysqlCode::BadNull),
     ] {
         let e = db.blocking(move |c| Ok(diesel::sql_query(statement).execute(c)?)).unwrap_err();
         assert_eq!(e.mysql_code(), Some(code), "{statement}: {e}");
-        assert_eq!(e.class(), ErrorClass::Fatal, "{statement}: {e}");
+        assert_eq!(e.class(), ErrorClass::Environment, "{statement}: {e}");
+    }
+
+    // The probe runs every kind of statement a poll does, changing nothing.
+    let user = TestUser::create(&tdb);
+    let as_user = Db::new(config(&user.url())).unwrap();
+    as_user.blocking(repo::probe).expect("the probe passes with every grant");
+    user.admin("REVOKE UPDATE ON {db}.schedule_schedule FROM {user}");
+    let e = as_user.blocking(repo::probe).unwrap_err();
+    assert_eq!(e.mysql_code(), Some(MysqlCode::TableAccessDenied), "{e}");
+    assert_eq!(e.class(), ErrorClass::Environment);
+    user.admin("GRANT UPDATE ON {db}.schedule_schedule TO {user}");
+    let mut conn = tdb.connect();
+    diesel::sql_query("ALTER TABLE schedule_schedule RENAME COLUMN err TO error_text").execute(&mut conn).unwrap();
+    let e = as_user.blocking(repo::probe).unwrap_err();
+    assert_eq!((e.mysql_code(), e.class()), (Some(MysqlCode::BadField), ErrorClass::Environment), "{e}");
+    diesel::sql_query("ALTER TABLE schedule_schedule RENAME COLUMN error_text TO err").execute(&mut conn).unwrap();
+    as_user.blocking(repo::probe).expect("the probe passes again");
+
+    // Credentials refused in a running worker: new connections fail, and the
+    // pool's checkout says why.
+    user.admin("REVOKE ALL PRIVILEGES, GRANT OPTION FROM {user}");
+    user.admin("GRANT USAGE ON *.* TO {user}");
+    let fresh = Db::new(config(&user.url())).unwrap();
+    let e = fresh.blocking(repo::probe).unwrap_err();
+    assert!(matches!(e, DbError::PoolTimeout { .. }), "{e}");
+    assert_eq!((e.mysql_code(), e.class()), (Some(MysqlCode::DbAccessDenied), ErrorClass::Environment), "{e}");
+    let wrong = Db::new(config(&user.url().replace("pw-of-a-test", "rotated"))).unwrap();
+    let e = wrong.blocking(repo::probe).unwrap_err();
+    assert_eq!((e.mysql_code(), e.class()), (Some(MysqlCode::AccessDenied), ErrorClass::Environment), "{e}");
+}
+
+#[test]
+fn server_codes_are_read_from_the_server_and_unknown_ones_are_transient() {
+    let tdb = TestDatabase::create();
+    let db = migrated(&tdb);
+    let mut conn = tdb.connect();
+    // Galera's "node not ready" and a number nobody names, raised by a trigger
+    // inside the guarded update's transaction, with messages no pattern knows.
+    diesel::sql_query(
+        "CREATE TRIGGER odd_errors BEFORE UPDATE ON schedule_schedule FOR EACH ROW BEGIN \
+           IF NEW.data = 'not ready' THEN SIGNAL SQLSTATE '08S01' SET MYSQL_ERRNO = 1047, MESSAGE_TEXT = 'node says no'; END IF; \
+           IF NEW.data = 'odd' THEN SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 3999, MESSAGE_TEXT = 'something new'; END IF; \
+         END",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    insert_schedule(&mut conn, "t");
+    for (data, code) in [("not ready", MysqlCode::WsrepNotReady), ("odd", MysqlCode::Other(3999))] {
+        let result = poll_result("t", data, "");
+        let e = db.blocking(move |c| repo::apply_poll(c, &result, None)).unwrap_err();
+        assert_eq!(e.mysql_code(), Some(code), "{e}");
+        assert_transient(&e, &[code]);
+    }
+    assert_eq!(MysqlCode::Other(3999).to_string(), "mysql error 3999", "the number is kept for the log");
+    // The pool still works: a diagnosis does not spoil the connection.
+    assert!(matches!(db.blocking(|c| repo::load(c, "t")), Ok(row) if row.invoke_count == 1));
+}
+
+fn poll_result(trace_id: &str, data: &str, err: &str) -> PollResult {
+    PollResult {
+        trace_id: trace_id.into(),
+        seen_invoke_count: 1,
+        state: State::Poll,
+        invoke_count: 2,
+        data: Some(data.into()),
+        err: Some(err.into()),
+        finish_at: None,
+        release_lock: false,
     }
 }
 
@@ -234,7 +339,7 @@ fn passwords_never_reach_error_messages() {
     let db = Db::new(config(url)).unwrap();
     let e = db.check_connection().unwrap_err();
     assert_eq!(e.mysql_code(), Some(MysqlCode::AccessDenied), "{e}");
-    assert_eq!(e.class(), ErrorClass::Fatal, "a wrong password is fatal at start-up");
+    assert_eq!(e.class(), ErrorClass::Environment, "a wrong password is the environment's fault");
     let pooled = db.blocking(|c| repo::load(c, "x")).unwrap_err();
     for text in
         [e.to_string(), format!("{e:?}"), pooled.to_string(), format!("{pooled:?}"), format!("{:?}", db.config())]

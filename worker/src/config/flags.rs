@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use celerity_db::{DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT};
+use celerity_db::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
+    DEFAULT_MAX_LIFETIME,
+};
 use clap::{Args, Parser, Subcommand};
 
 use super::backoff;
@@ -182,6 +185,12 @@ pub struct WorkerArgs {
     /// Seconds one database call may take before it counts as a hung server.
     #[arg(long, env = "CELERITY_DB_CALL_TIMEOUT", default_value_t = Secs(DEFAULT_CALL_TIMEOUT))]
     pub db_call_timeout: Secs,
+    /// Seconds a database connection lives at most before the pool replaces it.
+    #[arg(long, env = "CELERITY_DB_MAX_LIFETIME", default_value_t = Secs(DEFAULT_MAX_LIFETIME))]
+    pub db_max_lifetime: Secs,
+    /// Seconds an idle database connection stays in the pool.
+    #[arg(long, env = "CELERITY_DB_IDLE_TIMEOUT", default_value_t = Secs(DEFAULT_IDLE_TIMEOUT))]
+    pub db_idle_timeout: Secs,
     /// innodb_lock_wait_timeout of the worker's sessions, in seconds.
     #[arg(long, env = "CELERITY_DB_LOCK_WAIT_TIMEOUT", default_value_t = Secs(DEFAULT_LOCK_WAIT_TIMEOUT))]
     pub db_lock_wait_timeout: Secs,

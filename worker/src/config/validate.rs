@@ -37,6 +37,8 @@ impl WorkerArgs {
                 checkout_timeout: self.db_checkout_timeout.0,
                 call_timeout: self.db_call_timeout.0,
                 lock_wait_timeout: self.db_lock_wait_timeout.0,
+                max_lifetime: self.db_max_lifetime.0,
+                idle_timeout: self.db_idle_timeout.0,
                 time_zone,
                 ..DbConfig::new(database.url.clone())
             },

@@ -1,6 +1,7 @@
 //! The worker's HTTP endpoint on `--http-addr`: `/metrics` (Prometheus text
-//! format) and `/healthz` (200 only when the broker channel is open and a
-//! database connection answers, 503 otherwise, with the reason).
+//! format) and `/healthz` (200 only when the broker channel is open, the
+//! worker is not paused by an environment fault, and a database connection
+//! answers; 503 otherwise, with the reason).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use celerity_db::{Db, repo};
 use lapin::Channel;
 
 use super::meters;
+use super::pause::Pause;
 
 /// How long `/healthz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,14 +23,20 @@ const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// What `/healthz` and `/metrics` look at.
 pub struct Health {
     db: Db,
+    pause: Arc<Pause>,
     /// The consuming channel of the current broker session, if any.
     channel: Mutex<Option<Channel>>,
 }
 
 impl Health {
     /// Health of a worker using `db`, with no broker session yet.
-    pub fn new(db: Db) -> Arc<Health> {
-        Arc::new(Health { db, channel: Mutex::new(None) })
+    pub fn new(db: Db, pause: Arc<Pause>) -> Arc<Health> {
+        Arc::new(Health { db, pause, channel: Mutex::new(None) })
+    }
+
+    /// The worker's pause switch.
+    pub fn pause(&self) -> &Arc<Pause> {
+        &self.pause
     }
 
     /// Records the session's consuming channel, or `None` when it ended.
@@ -75,12 +83,16 @@ async fn metrics(State(health): State<Arc<Health>>) -> String {
     meters::render()
 }
 
-async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
+async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
     if !health.broker_up() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "broker: no open channel\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker: no open channel\n".into());
+    }
+    if let Some(paused) = health.pause.paused() {
+        let secs = paused.since.elapsed().as_secs();
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("paused for {secs} s: {}\n", paused.reason));
     }
     match tokio::time::timeout(DB_CHECK_TIMEOUT, health.db.call(repo::ping)).await {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database: not answering\n"),
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".into()),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database: not answering\n".into()),
     }
 }

@@ -28,6 +28,11 @@ pub const DB_POOL: &str = "celerity_db_pool_connections";
 pub const RECONNECTS: &str = "celerity_broker_reconnects_total";
 /// Messages moved to the dead-letter queue.
 pub const DEAD_LETTERED: &str = "celerity_dead_lettered_total";
+/// Database errors seen by tasks, by class (`transient`, `environment`,
+/// `schedule`) and MySQL code (`none` when there is no number).
+pub const DB_ERRORS: &str = "celerity_db_errors_total";
+/// 1 while the worker takes no deliveries because of an environment fault.
+pub const PAUSED: &str = "celerity_consumption_paused";
 
 /// Python plugin hosts running now.
 pub const PYTHON_HOSTS: &str = "celerity_python_hosts";

@@ -8,6 +8,7 @@ pub mod events;
 pub mod inflight;
 pub mod logging;
 pub mod meters;
+pub mod pause;
 pub mod pidbox;
 
 /// Seconds since the UNIX epoch, as Celery's `time()` stamps events and expiries.

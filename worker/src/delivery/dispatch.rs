@@ -95,7 +95,8 @@ async fn poisoned<S: Store, P: Publish>(
 
 /// Drops an expired message, moves one due later than the eta window to the
 /// broker's delay queues, waits out a nearer eta, then runs the task in a
-/// concurrency slot.
+/// concurrency slot. While the worker is paused, a held message goes back
+/// to its queue instead of running.
 #[allow(clippy::too_many_arguments)]
 async fn run_when_due<S: Store, P: Publish>(
     ctx: &Ctx<S, P>,
@@ -107,6 +108,8 @@ async fn run_when_due<S: Store, P: Publish>(
     mut stopping: watch::Receiver<bool>,
     tracked: &mut Tracked,
 ) -> Handled {
+    let task = Task { ctx, origin, msg };
+    let mut pause = ctx.pause.watch();
     let now = Utc::now();
     if let Some(expires) = msg.expires
         && expires < now
@@ -126,15 +129,21 @@ async fn run_when_due<S: Store, P: Publish>(
             return moved.map(|()| Handled::MovedToDelay).into();
         }
         tracked.scheduled(eta);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let paused = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
             _ = stopping.wait_for(|s| *s) => return Handled::Interrupted,
+            _ = pause.wait_for(Option::is_some) => true,
+        };
+        if paused {
+            return task.set_aside().await.into();
         }
         tracked.reserved();
     }
     let Ok(_permit) = permits.acquire().await else { return Handled::Interrupted };
+    if ctx.pause.is_paused() {
+        return task.set_aside().await.into();
+    }
     tracked.start().await;
-    let task = Task { ctx, origin, msg };
     let ran = match job {
         Job::Schedule(trace_id) => task.schedule(&trace_id).await,
         Job::Callback(args) => task.callback(&args).await,

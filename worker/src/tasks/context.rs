@@ -1,5 +1,5 @@
 //! What every task handler shares: the store, the publisher, the plugins,
-//! the configuration, and the operators' views.
+//! the configuration, the operators' views, and the pause switch.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::broker::Publisher;
 use crate::config::WorkerConfig;
 use crate::control::events::Events;
 use crate::control::inflight::InFlight;
+use crate::control::pause::Pause;
 use crate::plugins::Plugins;
 
 /// Shared, read-only state of a running worker. The store and the
@@ -30,4 +31,6 @@ pub struct Ctx<S = Db, P = Publisher> {
     pub events: Option<Arc<Events>>,
     /// The deliveries held now, for `celery inspect active|reserved|scheduled`.
     pub inflight: Arc<InFlight>,
+    /// Whether the worker takes deliveries; an environment fault trips it.
+    pub pause: Arc<Pause>,
 }

@@ -1,32 +1,59 @@
-//! A database error at any step of a task: a transient one publishes the
-//! message again after a backoff countdown (Celery's retry), a fatal one
-//! fails the schedule, and when retries are spent the schedule fails. A FAIL
-//! the database cannot take yet stays in flight until it can.
+//! A database error at any step of a task, by whose fault it is: a
+//! transient one publishes the message again after a backoff countdown
+//! (Celery's retry), and when retries are spent the schedule fails; an
+//! environment fault pauses the worker and sets the message aside unchanged;
+//! a schedule-fatal one fails the schedule. A FAIL the database cannot take
+//! yet stays in flight until it can, whatever the reason.
 
 use broker_proto::{eta_after, header};
-use celerity_db::{DbError, ErrorClass, RetryState};
+use celerity_db::{DbError, ErrorClass, MysqlCode, RetryState};
 use chrono::Utc;
 
-use super::headers::{DELIVERIES_HEADER, PENDING_FAIL_HEADER, without};
+use super::headers::{PENDING_FAIL_HEADER, fresh};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
 use crate::control::meters;
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
-    /// Transient errors are retried, fatal ones fail the schedule; one
-    /// exhaustive match decides.
+    /// Transient errors are retried, environment faults pause the worker,
+    /// schedule-fatal ones fail the schedule; one exhaustive match decides.
     pub async fn on_db_error(&self, trace_id: Option<&str>, err: DbError) -> Result<Handled, BrokerError> {
-        match (err.class(), trace_id) {
-            (ErrorClass::Transient, _) => self.retry_later(trace_id, err.class().as_str(), err.to_string()).await,
-            (ErrorClass::Fatal, Some(trace_id)) => {
-                tracing::error!(error = %err, "fatal database error; failing the schedule");
+        let class = err.class();
+        let code = err.mysql_code();
+        let number = code.and_then(|c| c.number()).map_or_else(|| "none".to_owned(), |n| n.to_string());
+        metrics::counter!(meters::DB_ERRORS, "class" => class.as_str(), "code" => number.clone()).increment(1);
+        match (class, trace_id) {
+            (ErrorClass::Transient, _) => {
+                if let Some(code @ (MysqlCode::Other(_) | MysqlCode::Unrecognised)) = code {
+                    // Retried as the framework would; logged so it can be classified.
+                    tracing::warn!(code = number, error = %err, "database error of no known class ({code}); retried as transient");
+                }
+                self.retry_later(trace_id, class.as_str(), err.to_string()).await
+            }
+            (ErrorClass::Environment, _) => {
+                self.ctx.pause.trip(format!("database: {err}"));
+                self.set_aside().await
+            }
+            (ErrorClass::ScheduleFatal, Some(trace_id)) => {
+                tracing::error!(error = %err, "database error of this schedule's own; failing it");
                 self.fail_schedule(trace_id, format!("database error: {err}")).await
             }
-            (ErrorClass::Fatal, None) => {
-                tracing::error!(error = %err, "fatal database error");
+            (ErrorClass::ScheduleFatal, None) => {
+                tracing::error!(error = %err, "database error of this task's own");
                 Ok(Handled::Fatal)
             }
         }
+    }
+
+    /// Sends the message back to the queue it came from as it is (its
+    /// retries unspent, no delivery counted), for a worker that is not
+    /// paused or for this one when it resumes; then it can be acked.
+    pub async fn set_aside(&self) -> Result<Handled, BrokerError> {
+        let mut again = self.msg.clone();
+        again.extra_headers = fresh(&again.extra_headers);
+        self.ctx.publisher.publish_task_to_queue(&self.origin.queue, &again).await?;
+        tracing::info!("set aside while the worker is paused");
+        Ok(Handled::SetAside)
     }
 
     /// Publishes the message again the Celery way (same id, `retries + 1`,
@@ -63,7 +90,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             .msg
             .retried(eta_after(Utc::now(), chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
         // A retry is a fresh delivery, not a redelivery of a crashed one.
-        retried.extra_headers = without(&retried.extra_headers, DELIVERIES_HEADER);
+        retried.extra_headers = fresh(&retried.extra_headers);
         ctx.publisher.publish_task_to_queue(&self.origin.queue, &retried).await?;
         if class == ErrorClass::Transient.as_str() {
             tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
@@ -99,20 +126,20 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                 tracing::info!(applied, %err, "schedule failed");
                 Ok(Handled::Failed)
             }
-            Err(e) if e.is_transient() => {
+            // Whatever the class, the FAIL is kept in flight until the database takes it.
+            Err(e) => {
+                if e.class() == ErrorClass::Environment {
+                    ctx.pause.trip(format!("database: {e}"));
+                }
                 let mut pending = self.msg.clone();
                 // A fresh message: the deliveries of this one are not its own.
-                pending.extra_headers = without(&pending.extra_headers, DELIVERIES_HEADER);
+                pending.extra_headers = fresh(&pending.extra_headers);
                 pending.extra_headers.insert(PENDING_FAIL_HEADER.into(), header::text(&err));
                 let countdown = chrono::Duration::from_std(ctx.config.backoff.max).unwrap_or(chrono::Duration::MAX);
                 pending.eta = eta_after(Utc::now(), countdown);
                 ctx.publisher.publish_task_to_queue(&self.origin.queue, &pending).await?;
-                tracing::warn!(error = %e, "FAIL not written yet; it stays in flight until the database takes it");
+                tracing::warn!(error = %e, class = e.class().as_str(), "FAIL not written yet; it stays in flight until the database takes it");
                 Ok(Handled::FailPending)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, %err, "FAIL could not be written");
-                Ok(Handled::FailNotWritten)
             }
         }
     }

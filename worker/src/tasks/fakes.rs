@@ -18,6 +18,7 @@ use crate::broker::properties::properties_of;
 use crate::broker::{BrokerError, Publish};
 use crate::config::WorkerConfig;
 use crate::control::inflight::InFlight;
+use crate::control::pause::Pause;
 use crate::plugins::{Plugins, Registry};
 
 /// The fake clock of the store: every `now()` is this.
@@ -282,6 +283,7 @@ pub(crate) fn ctx(store: FakeStore) -> Ctx<FakeStore, FakePublisher> {
         sender: Sender::new("celerity@unit"),
         events: None,
         inflight: Arc::new(InFlight::new("celerity@unit")),
+        pause: Pause::new(),
     }
 }
 

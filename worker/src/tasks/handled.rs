@@ -33,10 +33,11 @@ pub enum Handled {
     Failed,
     /// FAIL could not be written yet; a message that writes it is in flight.
     FailPending,
-    /// FAIL could not be written and never will be (a fatal error writing it).
-    FailNotWritten,
-    /// A fatal database error in a task with no schedule to fail.
+    /// A schedule-fatal database error in a task with no schedule to fail.
     Fatal,
+    /// The worker is paused by an environment fault: the message went back
+    /// to its queue unchanged, its retries unspent.
+    SetAside,
     /// Expired schedules were deleted.
     Deleted,
     /// The message's `expires` had passed; it was dropped as Celery does.
@@ -84,8 +85,8 @@ impl Handled {
             | Handled::GaveUp
             | Handled::Failed
             | Handled::FailPending
-            | Handled::FailNotWritten
             | Handled::Fatal
+            | Handled::SetAside
             | Handled::Deleted
             | Handled::Expired
             | Handled::MovedToDelay
@@ -113,8 +114,8 @@ impl Handled {
             Handled::GaveUp => "gave up",
             Handled::Failed => "failed",
             Handled::FailPending => "fail pending",
-            Handled::FailNotWritten => "fail not written",
             Handled::Fatal => "fatal",
+            Handled::SetAside => "set aside while paused",
             Handled::Deleted => "deleted",
             Handled::Expired => "expired",
             Handled::MovedToDelay => "moved to the delay queues",
@@ -143,13 +144,10 @@ impl Handled {
             | Handled::MovedToDelay
             | Handled::Recounted => TaskEnd::Succeeded,
             Handled::Retried | Handled::FailPending | Handled::HostDied => TaskEnd::Retried,
-            Handled::GaveUp
-            | Handled::Failed
-            | Handled::FailNotWritten
-            | Handled::Fatal
-            | Handled::Expired
-            | Handled::DeadLettered => TaskEnd::Failed(self.label()),
-            Handled::HandedBack(_) | Handled::Interrupted => TaskEnd::Rejected,
+            Handled::GaveUp | Handled::Failed | Handled::Fatal | Handled::Expired | Handled::DeadLettered => {
+                TaskEnd::Failed(self.label())
+            }
+            Handled::HandedBack(_) | Handled::Interrupted | Handled::SetAside => TaskEnd::Rejected,
         }
     }
 }
@@ -171,14 +169,14 @@ mod tests {
         assert_eq!(back.settlement(), Settlement::Requeue);
         assert_eq!(back.event(), TaskEnd::Rejected);
         assert_eq!(Handled::Interrupted.settlement(), Settlement::Leave);
-        for acked in [Handled::Polled(State::Poll), Handled::Stale, Handled::FailNotWritten, Handled::DeadLettered] {
+        for acked in [Handled::Polled(State::Poll), Handled::Stale, Handled::SetAside, Handled::DeadLettered] {
             assert_eq!(acked.settlement(), Settlement::Ack, "{acked:?}");
         }
     }
 
     #[test]
-    fn a_fail_not_written_is_a_failure_not_a_success() {
-        assert_eq!(Handled::FailNotWritten.event(), TaskEnd::Failed("fail not written"));
+    fn a_fail_is_a_failure_not_a_success() {
+        assert_eq!(Handled::SetAside.event(), TaskEnd::Rejected);
         assert_eq!(Handled::Failed.event(), TaskEnd::Failed("failed"));
         assert_eq!(Handled::Polled(State::Fail).event(), TaskEnd::Succeeded);
         assert_eq!(Handled::Retried.event(), TaskEnd::Retried);

@@ -39,6 +39,12 @@ pub fn holds_lock(msg: &TaskMessage) -> bool {
     msg.extra_headers.contains_key(LOCK_HELD_HEADER)
 }
 
+/// The headers of a fresh copy of a message: the delivery counters of the
+/// copy it replaces are not its own.
+pub fn fresh(headers: &FieldTable) -> FieldTable {
+    without(&without(headers, DELIVERIES_HEADER), QUORUM_COUNT_HEADER)
+}
+
 /// `headers` without `name`.
 pub fn without(headers: &FieldTable, name: &str) -> FieldTable {
     let mut out = FieldTable::default();

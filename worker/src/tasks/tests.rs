@@ -36,6 +36,12 @@ fn fatal() -> DbError {
     DbError::BadData("an update refused for its values".into())
 }
 
+/// An environment fault as the fakes can make one (the real ones come from
+/// MariaDB in the integration tests).
+fn environment() -> DbError {
+    DbError::Config("stand-in for mysql error 1142, UPDATE denied".into())
+}
+
 async fn schedule(ctx: &Ctx<FakeStore, FakePublisher>, origin: &Origin, msg: &TaskMessage) -> Handled {
     Task { ctx, origin, msg }.schedule(T).await.into()
 }
@@ -267,13 +273,45 @@ async fn a_fail_the_database_cannot_take_yet_stays_in_flight() {
 }
 
 #[tokio::test]
-async fn a_fail_that_can_never_be_written_is_not_called_a_success() {
+async fn a_fail_refused_for_any_reason_stays_in_flight() {
     let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 5, 0)]));
     ctx.store.fail_next("load_for_poll", fatal());
     ctx.store.fail_next("fail", fatal());
     let handled = schedule(&ctx, &from_plugin_schedule(), &schedule_message()).await;
-    assert!(matches!(handled, Handled::FailNotWritten));
-    assert_eq!(handled.event(), crate::control::events::TaskEnd::Failed("fail not written"));
+    assert!(matches!(handled, Handled::FailPending), "{handled:?}");
+    assert!(pending_fail(&sent(&ctx)[0].message()).is_some());
+    assert!(!ctx.pause.is_paused(), "this schedule's fault pauses nothing");
+
+    // An environment fault writing it pauses the worker, and still keeps it.
+    let ctx = super::fakes::ctx(FakeStore::with([row(T, State::Poll, 1, 5, 0)]));
+    ctx.store.fail_next("load_for_poll", fatal());
+    ctx.store.fail_next("fail", environment());
+    let handled = schedule(&ctx, &from_plugin_schedule(), &schedule_message()).await;
+    assert!(matches!(handled, Handled::FailPending), "{handled:?}");
+    assert!(ctx.pause.is_paused());
+}
+
+#[tokio::test]
+async fn an_environment_fault_pauses_and_sets_the_message_aside_unchanged() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 5, 0)]));
+    ctx.store.fail_next("load_for_poll", environment());
+    let mut msg = schedule_message();
+    msg.retries = 2;
+    msg.extra_headers.insert(DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(3));
+    let handled = schedule(&ctx, &from_plugin_schedule(), &msg).await;
+    assert!(matches!(handled, Handled::SetAside), "{handled:?}");
+    assert_eq!(handled.settlement(), super::Settlement::Ack);
+    let paused = ctx.pause.paused().expect("paused");
+    assert!(paused.reason.contains("1142"), "{}", paused.reason);
+    let sent = sent(&ctx);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].queue, topology::SCHEDULE_QUEUE.name);
+    let again = sent[0].message();
+    assert_eq!((again.id.as_str(), again.retries, again.eta), (msg.id.as_str(), 2, msg.eta), "retries unspent");
+    assert!(!again.extra_headers.contains_key(DELIVERIES_HEADER), "no delivery counted");
+    let row = ctx.store.row(T);
+    assert_eq!((row.state, row.invoke_count), (State::Poll.code(), 1), "the schedule is untouched");
+    assert!(ctx.store.tables().retries.is_empty(), "no retry bookkeeping");
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! resumes; what was in flight is redelivered by the broker, and the guarded
 //! update makes that harmless.
 
+mod consumers;
+pub mod outage;
 mod session;
 pub mod sweeper;
 
@@ -12,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celerity_db::{Db, DbError};
+use celerity_db::{Db, DbError, ErrorClass};
 use thiserror::Error;
 
 use self::session::{SessionEnd, session};
@@ -21,6 +23,7 @@ use crate::broker::{BrokerAddr, BrokerError};
 use crate::config::WorkerConfig;
 use crate::control::endpoint::{self, Health};
 use crate::control::meters;
+use crate::control::pause::Pause;
 use crate::plugins::example::Example;
 use crate::plugins::python::Pool;
 use crate::plugins::{Plugins, Registry};
@@ -69,7 +72,10 @@ pub async fn run_with(
     // drains histogram samples whether or not anyone scrapes; it stops when
     // the worker returns.
     let _upkeep = meters::upkeep(meters::UPKEEP_INTERVAL);
-    let health = Health::new(db.clone());
+    let pause = Pause::new();
+    let probing = tokio::spawn(outage::watch_over(db.clone(), pause.clone()));
+    let _probing = AbortOnDrop(probing);
+    let health = Health::new(db.clone(), pause);
     let _server = match endpoint::serve(config.http_addr, health.clone()).await {
         Ok(server) => {
             tracing::info!(addr = %server.addr, "serving /metrics and /healthz");
@@ -122,14 +128,15 @@ async fn start_plugins(config: &WorkerConfig, registry: Registry) -> Result<Plug
 }
 
 /// A database that is down at start-up is a transient condition: polls
-/// retry. One that refuses the configuration (a wrong password, no such
-/// database) is bad configuration: every poll would fail.
+/// retry. One that refuses the configuration at start-up (a wrong password,
+/// no such database) is bad configuration: the worker exits rather than
+/// start paused. The same errors later, in a running worker, pause it.
 async fn check_database(db: &Db, config: &WorkerConfig) -> Result<(), WorkerError> {
     let checked = db.clone();
     let check = tokio::task::spawn_blocking(move || checked.check_connection());
     match tokio::time::timeout(config.db.call_timeout, check).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) if !e.is_transient() => return Err(WorkerError::Db(e)),
+        Ok(Ok(Err(e))) if e.class() == ErrorClass::Environment => return Err(WorkerError::Db(e)),
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "database not reachable at start-up; polls will retry until it is")
         }
@@ -146,5 +153,14 @@ async fn bounded<T>(step: &str, fut: impl Future<Output = lapin::Result<T>>) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::debug!(step, error = %e, "broker refused a shutdown step"),
         Err(_) => tracing::warn!(step, "broker did not answer a shutdown step in time; going on"),
+    }
+}
+
+/// Aborts a background task when the worker returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

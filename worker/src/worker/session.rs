@@ -1,6 +1,7 @@
 //! One session with the broker: declare the topology, start the consumers,
 //! the events, the mailbox and the sweeper, hand each delivery to
-//! [`crate::delivery::handle`], and stop it all on shutdown or when the
+//! [`crate::delivery::handle`], cancel and restart the consumers as the
+//! worker pauses and resumes, and stop it all on shutdown or when the
 //! connection breaks.
 
 use std::future::Future;
@@ -9,13 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celerity_db::Db;
-use futures_lite::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::Connection;
+use lapin::options::BasicQosOptions;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::consumers::Consumers;
 use super::{WorkerError, bounded, sweeper};
 use crate::broker::{self, BrokerError, Publisher};
 use crate::config::WorkerConfig;
@@ -51,7 +51,14 @@ pub(super) async fn session<F: Future<Output = ()>>(
     let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     let prefetch = config.prefetch();
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
-    let (mut rx, tags) = start_consumers(config, &queues, &consume, prefetch).await?;
+    let (feed, mut rx) = mpsc::channel(usize::from(prefetch.max(1)));
+    let pause = health.pause().clone();
+    // A worker paused before this session began stays so until the probe resumes it.
+    let mut consumers = match pause.is_paused() {
+        true => None,
+        false => Some(Consumers::start(config, &queues, &consume, &feed).await?),
+    };
+    let mut pausing = pause.watch();
     health.set_channel(Some(consume.clone()));
     // Events and remote control are for operators' tools: without them the
     // worker still works.
@@ -95,6 +102,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
         sender,
         events: events.clone(),
         inflight,
+        pause: pause.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -110,8 +118,30 @@ pub(super) async fn session<F: Future<Output = ()>>(
                     tasks.spawn(delivery::handle(ctx.clone(), delivery, permits.clone(), stop_rx.clone()));
                 }
                 Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
-                None => break SessionEnd::Lost("the broker closed the consumers".into()),
+                // The session holds a sender: the channel never closes while it runs.
+                None => break SessionEnd::Lost("the delivery feed closed".into()),
             },
+            () = async { consumers.as_mut().expect("guarded").ended().await }, if consumers.is_some() => {
+                break SessionEnd::Lost("the broker closed the consumers".into());
+            }
+            Ok(()) = pausing.changed() => {
+                let paused = pausing.borrow_and_update().is_some();
+                consumers = match (paused, consumers.take()) {
+                    (true, Some(running)) => {
+                        running.cancel(&consume).await;
+                        tracing::warn!("consumers cancelled while paused");
+                        None
+                    }
+                    (false, None) => match Consumers::start(config, &queues, &consume, &feed).await {
+                        Ok(started) => {
+                            tracing::info!(queues = ?queues, "consuming again");
+                            Some(started)
+                        }
+                        Err(e) => break SessionEnd::Lost(e.to_string()),
+                    },
+                    (_, unchanged) => unchanged,
+                };
+            }
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     tracing::error!(error = %e, "delivery handler panicked; its message will be redelivered");
@@ -127,9 +157,8 @@ pub(super) async fn session<F: Future<Output = ()>>(
     match end {
         SessionEnd::Shutdown => {
             // Stop taking deliveries; those not yet running stay unacked and go back.
-            for tag in &tags {
-                bounded("consumer cancel", consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()))
-                    .await;
+            if let Some(running) = consumers.take() {
+                running.cancel(&consume).await;
             }
             drain(&mut tasks, config.shutdown_grace).await;
             if let Some(events) = &events {
@@ -171,39 +200,6 @@ fn plugins_report(plugins: Plugins) -> pidbox::PluginsReport {
         });
         pidbox::PluginsView { registered, stats: serde_json::json!({"versions": versions.len(), "python": python}) }
     })
-}
-
-/// One consumer per queue, all feeding one channel of deliveries.
-async fn start_consumers(
-    config: &WorkerConfig,
-    queues: &[String],
-    consume: &Channel,
-    prefetch: u16,
-) -> Result<(mpsc::Receiver<lapin::Result<lapin::message::Delivery>>, Vec<String>), WorkerError> {
-    let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
-    let mut tags = Vec::new();
-    for queue in queues {
-        let tag = format!("{}.{queue}", config.hostname);
-        let mut consumer = consume
-            .basic_consume(
-                queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(BrokerError::from)?;
-        tags.push(tag);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                if tx.send(delivery).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    Ok((rx, tags))
 }
 
 /// Waits for in-flight handlers up to `grace`, then stops the rest (their
