@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection, ConnectionProperties};
 
+pub mod galera;
+pub mod ha;
 pub mod ledger;
 pub mod plugin_project;
 pub mod private_rabbitmq;

@@ -30,19 +30,25 @@ pub fn python_pydantic1() -> PathBuf {
 /// broker at `broker_url`: the project on `PYTHONPATH`, its Django settings,
 /// and the plugin runtime's database and broker settings.
 pub fn env(db: &TestDatabase, broker_url: &str) -> Vec<(String, String)> {
-    let name = db.url().rsplit('/').next().expect("a database name").to_owned();
-    let base = mysql_base();
-    let host_port = base.rsplit('@').next().expect("user@host:port");
+    env_for_url(&db.url(), broker_url)
+}
+
+/// [`env`] for the database at `url` (`mysql://user[:password]@host:port/name`),
+/// e.g. as another user or through another node.
+pub fn env_for_url(url: &str, broker_url: &str) -> Vec<(String, String)> {
+    let rest = url.trim_start_matches("mysql://");
+    let (userinfo, location) = rest.rsplit_once('@').unwrap_or(("root", rest));
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let (host_port, name) = location.split_once('/').expect("a database name");
     let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
-    let user = base.trim_start_matches("mysql://").split('@').next().unwrap_or("root").to_owned();
     vec![
         ("PYTHONPATH".into(), dir().display().to_string()),
         ("DJANGO_SETTINGS_MODULE".into(), "plugin_project.settings".into()),
-        ("BK_PLUGIN_RUNTIME_DB_NAME".into(), name),
+        ("BK_PLUGIN_RUNTIME_DB_NAME".into(), name.into()),
         ("BK_PLUGIN_RUNTIME_DB_HOST".into(), host.into()),
         ("BK_PLUGIN_RUNTIME_DB_PORT".into(), port.into()),
-        ("BK_PLUGIN_RUNTIME_DB_USER".into(), user),
-        ("BK_PLUGIN_RUNTIME_DB_PWD".into(), String::new()),
+        ("BK_PLUGIN_RUNTIME_DB_USER".into(), user.into()),
+        ("BK_PLUGIN_RUNTIME_DB_PWD".into(), password.into()),
         ("BK_PLUGIN_RUNTIME_BROKER_URL".into(), broker_url.to_owned()),
     ]
 }
@@ -61,7 +67,12 @@ impl Project {
     /// `schedule_schedule`) and by `celerity migrate` (Celerity's tables), and
     /// a fresh vhost, for the project run with `python`.
     pub fn new(python: &Path) -> Project {
-        let project = Project { db: TestDatabase::create(), vhost: Vhost::create(), python: python.to_owned() };
+        Project::on(python, &mysql_base())
+    }
+
+    /// [`Project::new`] on the server at `base` (a cluster's proxy, say).
+    pub fn on(python: &Path, base: &str) -> Project {
+        let project = Project { db: TestDatabase::create_on(base), vhost: Vhost::create(), python: python.to_owned() };
         project.run(&["migrate"]);
         let out = Command::new(celerity_bin()).args(["migrate", "--database-url", &project.db.url()]).output().unwrap();
         assert!(out.status.success(), "celerity migrate: {}", String::from_utf8_lossy(&out.stderr));
@@ -125,10 +136,17 @@ impl Project {
 
     /// The framework's own Celery worker (prefork, 2 children) on this project.
     pub fn framework_worker(&self, log: PathBuf) -> ChildGuard {
+        self.framework_worker_on(&self.db.url(), log)
+    }
+
+    /// [`Project::framework_worker`] on the database at `url` (another
+    /// user, another node).
+    pub fn framework_worker_on(&self, url: &str, log: PathBuf) -> ChildGuard {
         let mut cmd = Command::new(&self.python);
         cmd.args(["-m", "celery", "-A", "plugin_project.celery_app", "worker", "-P", "prefork", "-c", "2"])
             .args(["-Q", "plugin_schedule,plugin_callback", "--without-gossip", "--without-mingle", "-l", "INFO"])
-            .envs(self.env())
+            .args(["-n", &format!("{}@%h", crate::unique("framework"))])
+            .envs(env_for_url(url, &self.vhost.url()))
             .current_dir(dir());
         ChildGuard::spawn(cmd, log)
     }
