@@ -22,6 +22,9 @@ pub struct Size {
     pub polls: i32,
     /// How long a timed fault (a cut-off node, a revoked grant) lasts.
     pub outage: Duration,
+    /// After the fault, how long with no poll landing ends the run: what is
+    /// open then is stranded (every retry countdown is shorter).
+    pub idle: Duration,
 }
 
 impl Size {
@@ -29,8 +32,10 @@ impl Size {
     /// `CELERITY_GALERA_FULL=1`; a small one for the suite otherwise.
     pub fn from_env() -> Size {
         match std::env::var("CELERITY_GALERA_FULL").as_deref() {
-            Ok("1") => Size { schedules: 300, polls: 10, outage: Duration::from_secs(30) },
-            _ => Size { schedules: 60, polls: 6, outage: Duration::from_secs(10) },
+            Ok("1") => {
+                Size { schedules: 300, polls: 10, outage: Duration::from_secs(30), idle: Duration::from_secs(60) }
+            }
+            _ => Size { schedules: 60, polls: 6, outage: Duration::from_secs(10), idle: Duration::from_secs(20) },
         }
     }
 
@@ -83,6 +88,13 @@ impl Progress {
             })
         };
         Progress { samples, stop, thread: Some(thread) }
+    }
+
+    /// How long since a poll last landed (since sampling began, if none has).
+    pub fn idle_for(&self) -> Duration {
+        let samples = self.samples.lock().expect("samples");
+        let last_rise = samples.windows(2).rev().find(|w| w[1].1 > w[0].1).map(|w| w[1].0);
+        last_rise.or(samples.first().map(|s| s.0)).map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// The last sample.
@@ -176,12 +188,13 @@ pub fn row_report(db: &TestDatabase, polls: i32) -> RowReport {
     report
 }
 
-/// Waits until no schedule at `url` is open (POLL or CALLBACK) or `timeout`
-/// passes. A database that does not answer for a moment (a failover) is
-/// asked again.
-pub async fn wait_all_final(url: &str, timeout: Duration) {
+/// Waits until no schedule at `url` is open (POLL or CALLBACK), or no poll
+/// has landed for `idle` (what is still open then is stranded), or
+/// `timeout` passes. A database that does not answer for a moment (a
+/// failover) is asked again.
+pub async fn wait_all_final(url: &str, progress: &Progress, idle: Duration, timeout: Duration) {
     let start = Instant::now();
-    while start.elapsed() < timeout {
+    while start.elapsed() < timeout && progress.idle_for() < idle {
         let open = MysqlConnection::establish(url).ok().and_then(|mut c| {
             diesel::sql_query(format!(
                 "SELECT COUNT(*) AS n FROM schedule_schedule WHERE state IN ({}, {})",

@@ -202,7 +202,7 @@ async fn celerity_scenario(fault: Fault) {
             wait_health(addr, 200, Duration::from_secs(30)).await;
         }
     }
-    wait_all_final(&bed.observer_url(), Duration::from_secs(240)).await;
+    wait_all_final(&bed.observer_url(), &progress, size.idle, size.idle * 6).await;
     let timeline = progress.finish();
     let expected = (0..size.schedules).map(|i| (format!("g{i:08}"), Expect::Success { polls: size.polls })).collect();
     let report = ledger::check(&db, &expected);
@@ -267,7 +267,7 @@ async fn framework_scenario(fault: Fault) {
     let logs = || format!("a:\n{}\nb:\n{}", tail(&workers[0].log()), tail(&workers[1].log()));
     wait_for_landed(&progress, size.total_polls() / 3, Duration::from_secs(180), logs).await;
     let recovered_from = inject(&mut bed, fault, size, &[]).await;
-    wait_all_final(&bed.observer_url(), Duration::from_secs(240)).await;
+    wait_all_final(&bed.observer_url(), &progress, size.idle, size.idle * 6).await;
     let timeline = progress.finish();
     let report = row_report(db, size.polls);
     println!(
