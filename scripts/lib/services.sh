@@ -13,6 +13,11 @@ ensure_packages() {
     # The TLS tests make their certificates with the openssl command.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+    # The Galera scenarios: the provider, its rsync state transfer, and the proxy.
+    [ -e /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
+    command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+    command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

@@ -676,6 +676,21 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
     Ok((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
+/// Waits until `/healthz` at `addr` answers `status`; returns its body.
+pub async fn wait_health(addr: std::net::SocketAddr, status: u16, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let answer = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await.expect("join");
+        if let Ok((code, body)) = &answer
+            && *code == status
+        {
+            return body.clone();
+        }
+        assert!(start.elapsed() < timeout, "/healthz at {addr} did not answer {status} within {timeout:?}: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `celery -b <broker> inspect <command> -d <node> -j`: its exit status and stdout.
 pub fn celery_inspect_once(broker: &str, command: &str, node: &str) -> (bool, String) {
     let out = Command::new(python())

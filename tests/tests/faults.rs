@@ -17,9 +17,11 @@ use celerity_tests::ledger::{self, Expect, Report};
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
 use celerity_tests::{
     PrivateMariadb, TestDatabase, Vhost, celerity_bin, connect, declare_framework_queue, example_data, example_worker,
-    insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, temp_dir, unique, wait_for_rows,
+    free_local_addr, insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, temp_dir,
+    unique, wait_for_rows, wait_health,
 };
 use chrono::Utc;
+use diesel::RunQueryDsl;
 use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
 
 /// Retries that outlast a 20 s outage: 1, 2, 4, 8, 8, 8 s, each try taking
@@ -260,6 +262,85 @@ async fn mariadb_down_past_the_retry_budget() {
     );
     stop(workers);
     assert!(r.all_once(), "{r}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The operator's mistake, undone after 10 s: the framework's table renamed
+/// away (1146). No schedule fails or spends a retry; both workers pause,
+/// say why on /healthz, and resume by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedule_table_renamed_away_for_10_s() {
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let (_conn, ch) = channel(&vhost.url()).await;
+    let dir = temp_dir();
+    let http = [free_local_addr(), free_local_addr()];
+    let workers: Vec<Child> = ["a", "b"]
+        .iter()
+        .zip(http)
+        .map(|(name, addr)| {
+            let addr = addr.to_string();
+            let extra: Vec<&str> = PATIENT.iter().copied().chain(["--http-addr", addr.as_str()]).collect();
+            worker(&vhost.url(), &db.url(), name, &dir, &extra)
+        })
+        .collect();
+    let polls = 15;
+    let ids = produce(&ch, &db.url(), 40, polls, 1).await;
+    wait_for_polls(&db, 100).await;
+    let mut conn = db.connect();
+    diesel::sql_query("RENAME TABLE schedule_schedule TO schedule_schedule_away").execute(&mut conn).unwrap();
+    let mut reasons = Vec::new();
+    for addr in http {
+        reasons.push(wait_health(addr, 503, Duration::from_secs(20)).await);
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    diesel::sql_query("RENAME TABLE schedule_schedule_away TO schedule_schedule").execute(&mut conn).unwrap();
+    for addr in http {
+        wait_health(addr, 200, Duration::from_secs(20)).await;
+    }
+    wait_all_final(&db, Duration::from_secs(120)).await;
+    let r = report("schedule-table-renamed-10s", &db, &expect_all(&ids, Expect::Success { polls }));
+    stop(workers);
+    for reason in &reasons {
+        assert!(reason.contains("paused") && reason.contains("1146"), "/healthz says why: {reason}");
+    }
+    assert_eq!(r.fail, 0, "{r}");
+    assert!(r.all_once(), "{r}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The issue's measurement: for 10 s a trigger makes every UPDATE of the
+/// schedules answer Galera's 1047, with a message no pattern knows. The
+/// number is read from the server, the error is transient, and every
+/// schedule retries through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_update_answers_1047_for_10_s() {
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let (_conn, ch) = channel(&vhost.url()).await;
+    let dir = temp_dir();
+    let workers =
+        vec![worker(&vhost.url(), &db.url(), "a", &dir, PATIENT), worker(&vhost.url(), &db.url(), "b", &dir, PATIENT)];
+    let polls = 15;
+    let ids = produce(&ch, &db.url(), 40, polls, 1).await;
+    wait_for_polls(&db, 100).await;
+    let mut conn = db.connect();
+    diesel::sql_query(
+        "CREATE TRIGGER not_ready BEFORE UPDATE ON schedule_schedule FOR EACH ROW \
+         SIGNAL SQLSTATE '08S01' SET MYSQL_ERRNO = 1047, MESSAGE_TEXT = 'node not ready (a trigger of the test)'",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    diesel::sql_query("DROP TRIGGER not_ready").execute(&mut conn).unwrap();
+    wait_all_final(&db, Duration::from_secs(120)).await;
+    let r = report("every-update-1047-10s", &db, &expect_all(&ids, Expect::Success { polls }));
+    stop(workers);
+    assert_eq!(r.fail, 0, "{r}");
+    assert!(r.all_once(), "{r}");
+    let logs: String =
+        ["a", "b"].iter().map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default()).collect();
+    assert!(logs.contains("mysql error 1047"), "the server's number was read");
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -21,7 +21,7 @@ use celerity_tests::plugin_project::Project;
 use celerity_tests::workload::{insert_rows, publish_first_polls, publish_schedule};
 use celerity_tests::{
     TestDatabase, TestUser, Vhost, celerity_bin, connect, declare_framework_queue, example_worker, free_local_addr,
-    http_get, python, temp_dir,
+    python, temp_dir, wait_health,
 };
 use lapin::options::ConfirmSelectOptions;
 
@@ -129,21 +129,6 @@ async fn inject(bed: &mut Bed, fault: Fault, size: Size, healthz: &[SocketAddr])
             bed.user.admin("GRANT UPDATE ON {db}.schedule_schedule TO {user}");
             Some(Instant::now())
         }
-    }
-}
-
-/// Waits until `/healthz` at `addr` answers `status`; returns its body.
-async fn wait_health(addr: SocketAddr, status: u16, timeout: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let answer = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await.expect("join");
-        if let Ok((code, body)) = &answer
-            && *code == status
-        {
-            return body.clone();
-        }
-        assert!(start.elapsed() < timeout, "/healthz at {addr} did not answer {status} within {timeout:?}: {answer:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
