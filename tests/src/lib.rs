@@ -289,13 +289,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        use diesel::Connection;
-        if let Ok(mut conn) = diesel::MysqlConnection::establish(&self.base) {
-            let _ = diesel::RunQueryDsl::execute(
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS `{}`", self.name)),
-                &mut conn,
-            );
-        }
+        admin_cleanup(&self.base, &format!("DROP DATABASE IF EXISTS `{}`", self.name));
     }
 }
 
@@ -357,13 +351,15 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        use diesel::Connection;
-        if let Ok(mut conn) = diesel::MysqlConnection::establish(&self.base) {
-            let _ = diesel::RunQueryDsl::execute(
-                diesel::sql_query(format!("DROP USER IF EXISTS '{}'@'%'", self.name)),
-                &mut conn,
-            );
-        }
+        admin_cleanup(&self.base, &format!("DROP USER IF EXISTS '{}'@'%'", self.name));
+    }
+}
+
+/// Runs a clean-up statement as root, if the server is there to take it.
+fn admin_cleanup(base: &str, statement: &str) {
+    use diesel::Connection;
+    if let Ok(mut conn) = diesel::MysqlConnection::establish(base) {
+        let _ = diesel::RunQueryDsl::execute(diesel::sql_query(statement), &mut conn);
     }
 }
 
