@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use broker_proto::topology;
 use celerity_tests::galera::GaleraCluster;
-use celerity_tests::ha::{Progress, Size, row_report, wait_all_final, wait_for_landed};
+use celerity_tests::ha::{Progress, Size, Timeline, row_report, wait_all_final, wait_for_landed};
 use celerity_tests::ledger::{self, Expect};
 use celerity_tests::plugin_project::Project;
 use celerity_tests::workload::{insert_rows, publish_first_polls, publish_schedule};
@@ -202,9 +202,7 @@ async fn celerity_scenario(fault: Fault) {
         "galera scenario=\"{}\" worker=celerity {report} stall={:.1}s resumed_after={} errors: 1047={} 1213={} 2013={} 1142={}",
         fault.label(),
         timeline.longest_stall().as_secs_f64(),
-        recovered_from
-            .and_then(|at| timeline.resumed_after(at))
-            .map_or("n/a".into(), |d| format!("{:.1}s", d.as_secs_f64())),
+        resumed(&timeline, recovered_from),
         seen("1047"),
         seen("1213"),
         seen("2013"),
@@ -259,9 +257,7 @@ async fn framework_scenario(fault: Fault) {
         "galera scenario=\"{}\" worker=framework {report} stall={:.1}s resumed_after={}",
         fault.label(),
         timeline.longest_stall().as_secs_f64(),
-        recovered_from
-            .and_then(|at| timeline.resumed_after(at))
-            .map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64())),
+        resumed(&timeline, recovered_from),
     );
     // The reference's results are reported, not required: they are what
     // Celerity is compared with. The run itself must have happened.
@@ -269,6 +265,15 @@ async fn framework_scenario(fault: Fault) {
     assert!(timeline.longest_stall() > Duration::ZERO, "polls landed");
     drop(workers);
     let _ = std::fs::remove_dir_all(&bed.dir);
+}
+
+/// From the fault's end to the next poll: `n/a` for a fault that does not
+/// end, `never` if no poll landed after it.
+fn resumed(timeline: &Timeline, ended: Option<Instant>) -> String {
+    match ended {
+        None => "n/a".into(),
+        Some(at) => timeline.resumed_after(at).map_or("never".into(), |d| format!("{:.1}s", d.as_secs_f64())),
+    }
 }
 
 fn tail(log: &str) -> String {
