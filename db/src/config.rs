@@ -38,9 +38,9 @@ pub struct DbConfig {
     pub call_timeout: Duration,
     /// `innodb_lock_wait_timeout` of each session.
     pub lock_wait_timeout: Duration,
-    /// A connection's longest life in the pool.
+    /// A connection's longest life in the pool (zero: no limit).
     pub max_lifetime: Duration,
-    /// How long an idle connection stays in the pool.
+    /// How long an idle connection stays in the pool (zero: no limit).
     pub idle_timeout: Duration,
     /// Zone of the naive datetimes in the tables: UTC for Django `USE_TZ=True`,
     /// the Django `TIME_ZONE` (e.g. Asia/Shanghai) for `USE_TZ=False`.

@@ -75,8 +75,9 @@ pub(crate) fn build(config: &DbConfig) -> Result<Pool, DbError> {
         .max_size(config.pool_size)
         .min_idle(Some(0))
         .connection_timeout(config.checkout_timeout)
-        .max_lifetime(Some(config.max_lifetime))
-        .idle_timeout(Some(config.idle_timeout))
+        // Zero turns a limit off (r2d2 refuses a zero duration).
+        .max_lifetime(Some(config.max_lifetime).filter(|d| !d.is_zero()))
+        .idle_timeout(Some(config.idle_timeout).filter(|d| !d.is_zero()))
         // Validity is judged from errors as they happen (see `Conn::mark_broken`),
         // which saves a round trip on every checkout.
         .test_on_check_out(false)

@@ -78,6 +78,23 @@ fn killed_connection_is_transient_and_dropped_from_the_pool() {
 }
 
 #[test]
+fn pooled_connections_are_replaced_after_their_lifetime() {
+    let tdb = TestDatabase::create();
+    let short = DbConfig { max_lifetime: Duration::from_secs(1), idle_timeout: Duration::ZERO, ..config(&tdb.url()) };
+    let db = Db::new(short).unwrap();
+    let first = db.blocking(|c| Ok(connection_id(c))).unwrap();
+    assert_eq!(db.pool_connections(), (0, 1), "one idle connection");
+    // The pool looks at lifetimes every 30 s.
+    let start = Instant::now();
+    while db.pool_connections() != (0, 0) {
+        assert!(start.elapsed() < Duration::from_secs(40), "the connection outlived its lifetime");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let second = db.blocking(|c| Ok(connection_id(c))).unwrap();
+    assert_ne!(first, second, "a new connection after the old one's life ended");
+}
+
+#[test]
 fn connection_lost_during_a_query_is_transient() {
     let tdb = TestDatabase::create();
     let db = migrated(&tdb);
