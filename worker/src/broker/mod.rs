@@ -14,7 +14,9 @@ use thiserror::Error;
 pub use self::connect::BrokerAddr;
 pub use self::properties::PropertyTooLong;
 pub use self::publisher::{Publish, Publisher};
-pub use self::topology::{DEAD_LETTER_QUEUE, QueueType, declare_framework_queue, declare_topology};
+pub use self::topology::{
+    DEAD_LETTER_QUEUE, QueueType, declare_destination, declare_framework_queue, declare_topology,
+};
 
 /// Everything that can go wrong with the broker.
 #[derive(Debug, Error)]

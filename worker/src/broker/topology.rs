@@ -33,11 +33,7 @@ pub async fn declare_topology(channel: &Channel, queues: &[String], queue_type: 
         }
     }
     for name in &destinations {
-        if topology::queue(name).is_some() {
-            declare_framework_queue(channel, name, queue_type).await?;
-        } else {
-            declare_queue(channel, name, type_args(queue_type)).await?;
-        }
+        declare_destination_queue(channel, name, queue_type).await?;
     }
     declare_queue(channel, DEAD_LETTER_QUEUE, type_args(queue_type)).await?;
     declare_delay_topology(channel, &destinations, queue_type).await?;
@@ -53,6 +49,37 @@ pub async fn declare_topology(channel: &Channel, queues: &[String], queue_type: 
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Declares one queue the worker consumes or sends to, with its bindings
+/// (the framework's exchange for its own queues, the delay topology's
+/// delivery exchange for all): what a consumer the broker cancelled needs
+/// before it subscribes again.
+pub async fn declare_destination(channel: &Channel, name: &str, queue_type: QueueType) -> Result<(), BrokerError> {
+    declare_destination_queue(channel, name, queue_type).await?;
+    declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
+    bind_delivery(channel, name).await
+}
+
+async fn declare_destination_queue(channel: &Channel, name: &str, queue_type: QueueType) -> Result<(), BrokerError> {
+    if topology::queue(name).is_some() {
+        declare_framework_queue(channel, name, queue_type).await
+    } else {
+        declare_queue(channel, name, type_args(queue_type)).await
+    }
+}
+
+async fn bind_delivery(channel: &Channel, name: &str) -> Result<(), BrokerError> {
+    channel
+        .queue_bind(
+            name.into(),
+            delay::DELIVERY_EXCHANGE.into(),
+            delay::delivery_binding(name).as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     Ok(())
 }
 
@@ -87,15 +114,7 @@ async fn declare_delay_topology(
 ) -> Result<(), BrokerError> {
     declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
     for q in destinations {
-        channel
-            .queue_bind(
-                (*q).into(),
-                delay::DELIVERY_EXCHANGE.into(),
-                delay::delivery_binding(q).as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind_delivery(channel, q).await?;
     }
     for n in 0..delay::LEVELS {
         let level = delay::level_name(n);

@@ -24,6 +24,8 @@ pub const POLL_SECONDS: &str = "celerity_poll_duration_seconds";
 pub const ETA_LATENESS: &str = "celerity_eta_lateness_seconds";
 /// Pooled database connections, by state (`in_use`, `idle`).
 pub const DB_POOL: &str = "celerity_db_pool_connections";
+/// Consumers the broker cancelled (their queue deleted, their node down), by queue.
+pub const CANCELLATIONS: &str = "celerity_consumer_cancellations_total";
 /// Broker connections re-established after a loss.
 pub const RECONNECTS: &str = "celerity_broker_reconnects_total";
 /// Messages moved to the dead-letter queue.

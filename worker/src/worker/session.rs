@@ -22,11 +22,15 @@ use crate::config::WorkerConfig;
 use crate::control::endpoint::Health;
 use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
+use crate::control::meters;
 use crate::control::pidbox;
 use crate::delivery;
 use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
+
+/// How often a cancelled consumer's queue is tried again while it cannot be declared.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(2);
 
 /// How a session with the broker ended.
 pub(super) enum SessionEnd {
@@ -59,6 +63,9 @@ pub(super) async fn session<F: Future<Output = ()>>(
         false => Some(Consumers::start(config, &queues, &consume, &feed).await?),
     };
     let mut pausing = pause.watch();
+    // Queues whose consumer the broker cancelled, to subscribe again.
+    let mut pending: Vec<String> = Vec::new();
+    let mut retry_at = tokio::time::Instant::now();
     health.set_channel(Some(consume.clone()));
     // Events and remote control are for operators' tools: without them the
     // worker still works.
@@ -121,8 +128,23 @@ pub(super) async fn session<F: Future<Output = ()>>(
                 // The session holds a sender: the channel never closes while it runs.
                 None => break SessionEnd::Lost("the delivery feed closed".into()),
             },
-            () = async { consumers.as_mut().expect("guarded").ended().await }, if consumers.is_some() => {
-                break SessionEnd::Lost("the broker closed the consumers".into());
+            queue = async { consumers.as_mut().expect("guarded").ended().await }, if consumers.is_some() => {
+                if !consume.status().connected() {
+                    break SessionEnd::Lost("the consuming channel closed".into());
+                }
+                metrics::counter!(meters::CANCELLATIONS, "queue" => queue.clone()).increment(1);
+                tracing::warn!(%queue, "the broker cancelled a consumer; the others keep running");
+                pending.push(queue);
+                retry_at = tokio::time::Instant::now();
+            }
+            () = tokio::time::sleep_until(retry_at), if !pending.is_empty() && consumers.is_some() => {
+                let queues = std::mem::take(&mut pending);
+                let running = consumers.as_mut().expect("guarded");
+                match running.resubscribe(conn, config, &consume, &feed, queues).await {
+                    Ok(refused) => pending = refused,
+                    Err(e) => break SessionEnd::Lost(e.to_string()),
+                }
+                retry_at = tokio::time::Instant::now() + RESUBSCRIBE_EVERY;
             }
             Ok(()) = pausing.changed() => {
                 let paused = pausing.borrow_and_update().is_some();
@@ -133,7 +155,9 @@ pub(super) async fn session<F: Future<Output = ()>>(
                         None
                     }
                     (false, None) => match Consumers::start(config, &queues, &consume, &feed).await {
+                        // Every queue is subscribed again, cancelled ones included.
                         Ok(started) => {
+                            pending.clear();
                             tracing::info!(queues = ?queues, "consuming again");
                             Some(started)
                         }
