@@ -71,6 +71,21 @@ impl Vhost {
     pub fn url(&self) -> String {
         format!("{}/{}", amqp_base(), self.name)
     }
+
+    /// Each queue of this vhost and its type (`classic`, `quorum`), as the broker reports them.
+    pub fn queue_types(&self) -> std::collections::BTreeMap<String, String> {
+        let out = Command::new("timeout")
+            .arg(RABBITMQCTL_TIMEOUT)
+            .args(["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", &self.name, "name", "type"])
+            .output()
+            .expect("rabbitmqctl runs");
+        assert!(out.status.success(), "rabbitmqctl list_queues: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(name, kind)| (name.trim().to_owned(), kind.trim().to_owned()))
+            .collect()
+    }
 }
 
 impl Drop for Vhost {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use broker_proto::{DecodeOptions, FieldTable, decode, delay, eta_after, header, topology};
 use celerity::broker::QueueType;
 use celerity::broker::properties::properties_of;
-use celerity::broker::{DEAD_LETTER_QUEUE, Publish, Publisher, declare_topology};
+use celerity::broker::{DEAD_LETTER_QUEUE, Publish, Publisher, QueueKinds, declare_topology};
 use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
@@ -105,7 +105,7 @@ async fn quorum_queues_run_schedules_with_countdowns() {
     let vhost = Vhost::create();
     let tdb = migrated_database();
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.queue_type = QueueType::Quorum;
+    (config.queue_type, config.celerity_queue_type) = (QueueType::Quorum, QueueType::Quorum);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_conn, ch) = confirmed_channel(&vhost).await;
@@ -123,6 +123,35 @@ async fn quorum_queues_run_schedules_with_countdowns() {
     worker.stop().await.unwrap();
 }
 
+/// The recommended cluster setting: the framework's queues classic, as its
+/// producers declare them, and Celerity's own quorum, so everything after a
+/// schedule's first message lives in replicated queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn classic_framework_queues_with_quorum_own_queues_run_schedules() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let mut config = worker_config(&vhost.url(), &tdb.url());
+    (config.queue_type, config.celerity_queue_type) = (QueueType::Classic, QueueType::Quorum);
+    let worker = InProcessWorker::start(config, Registry::with_builtin());
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    // The framework's producer declares its queue as it always has.
+    celerity_tests::declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let trace_id = unique("t").replace('-', "");
+    insert_schedule(&tdb.url(), &trace_id, "1.0.0", State::Poll, &example_data(3, 2));
+    let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]);
+    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
+    let done = wait_for_rows(&tdb, Duration::from_secs(40), |r| r[&trace_id].state == 4).await;
+    assert_eq!(done[&trace_id].invoke_count, 4);
+    let types = vhost.queue_types();
+    for framework in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name] {
+        assert_eq!(types.get(framework).map(String::as_str), Some("classic"), "{framework}: {types:?}");
+    }
+    for own in [topology::NEXT_POLL_QUEUE, DEAD_LETTER_QUEUE, delay::level_name(0).as_str()] {
+        assert_eq!(types.get(own).map(String::as_str), Some("quorum"), "{own}: {types:?}");
+    }
+    worker.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn declaring_over_a_queue_of_the_other_type_names_the_argument() {
     let vhost = Vhost::create();
@@ -130,7 +159,7 @@ async fn declaring_over_a_queue_of_the_other_type_names_the_argument() {
     let (_conn, ch) = confirmed_channel(&vhost).await;
     declare_topology(&ch, &[topology::SCHEDULE_QUEUE.name.to_owned()], QueueType::Classic).await.unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.queue_type = QueueType::Quorum;
+    (config.queue_type, config.celerity_queue_type) = (QueueType::Quorum, QueueType::Quorum);
     config.example_plugin = true;
     let err = celerity::worker::run(config, std::future::pending()).await.unwrap_err().to_string();
     assert!(
@@ -146,7 +175,9 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
         let tdb = migrated_database();
         let (_conn, ch) = confirmed_channel(&vhost).await;
         let queue = topology::SCHEDULE_QUEUE.name;
-        declare_topology(&ch, &[queue.to_owned()], queue_type).await.unwrap();
+        // As the worker below declares it: a quorum queue's delivery limit is --max-deliveries.
+        let kinds = QueueKinds { framework: queue_type, own: queue_type, delivery_limit: 5 };
+        declare_topology(&ch, &[queue.to_owned()], kinds).await.unwrap();
         let trace_id = unique("poison").replace('-', "");
         insert_schedule(&tdb.url(), &trace_id, "1.0.0", State::Poll, &example_data(1, 0));
         let mut m = task_message(topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]);
@@ -168,7 +199,7 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
             got.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
         }
         let mut config = worker_config(&vhost.url(), &tdb.url());
-        config.queue_type = queue_type;
+        (config.queue_type, config.celerity_queue_type) = (queue_type, queue_type);
         config.max_deliveries = 5;
         let worker = InProcessWorker::start(config, Registry::with_builtin());
         let started = Instant::now();

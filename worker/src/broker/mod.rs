@@ -15,7 +15,7 @@ pub use self::connect::BrokerAddr;
 pub use self::properties::PropertyTooLong;
 pub use self::publisher::{Publish, Publisher};
 pub use self::topology::{
-    DEAD_LETTER_QUEUE, QueueType, declare_destination, declare_framework_queue, declare_topology,
+    DEAD_LETTER_QUEUE, QueueKinds, QueueType, declare_destination, declare_framework_queue, declare_topology,
 };
 
 /// Everything that can go wrong with the broker.
@@ -33,7 +33,7 @@ pub enum BrokerError {
     },
     /// A queue or exchange exists with other arguments (406 PRECONDITION_FAILED).
     #[error(
-        "cannot declare {what}: {source} (it exists with other arguments; declare it as the framework does, x-max-priority = 255)"
+        "cannot declare {what}: {source} (it exists with other arguments: the framework's queues are classic with x-max-priority = 255 unless --queue-type says quorum; a queue's type, and a quorum queue's x-delivery-limit = --max-deliveries, cannot change once it is declared)"
     )]
     Topology {
         /// Which queue or exchange.

@@ -209,9 +209,13 @@ pub struct WorkerArgs {
     /// Seconds: messages due sooner wait in memory, later ones in the broker's delay queues.
     #[arg(long, env = "CELERITY_ETA_WINDOW", default_value_t = Secs(config::DEFAULT_ETA_WINDOW))]
     pub eta_window: Secs,
-    /// Queue type to declare: classic (x-max-priority = 255, the framework's) or quorum.
+    /// Type of the framework's queues: classic (x-max-priority = 255, as its producers declare them) or quorum.
     #[arg(long, env = "CELERITY_QUEUE_TYPE", value_enum, default_value = "classic")]
     pub queue_type: QueueType,
+    /// Type of Celerity's own queues (next polls, delay levels, dead letters); default: --queue-type.
+    /// quorum is the recommended setting on a cluster.
+    #[arg(long, env = "CELERITY_CELERITY_QUEUE_TYPE", value_enum)]
+    pub celerity_queue_type: Option<QueueType>,
     /// Deliveries of a message that never completes before it is dead-lettered.
     #[arg(long, env = "CELERITY_MAX_DELIVERIES", default_value_t = config::DEFAULT_MAX_DELIVERIES)]
     pub max_deliveries: u32,

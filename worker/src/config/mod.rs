@@ -15,7 +15,7 @@ use std::time::Duration;
 use celerity_db::DbConfig;
 
 pub use self::backoff::Backoff;
-use crate::broker::QueueType;
+use crate::broker::{QueueKinds, QueueType};
 
 /// Polls run at once when nothing else is said: polls wait on the database
 /// and the broker, so more than the core count keeps both busy.
@@ -28,7 +28,7 @@ pub const DEFAULT_ETA_HOLD: u16 = 100;
 /// broker. A second matches the delay topology's one-second resolution.
 pub const DEFAULT_ETA_WINDOW: Duration = Duration::from_secs(1);
 /// Deliveries of one message before it is declared poison and dead-lettered.
-pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+pub const DEFAULT_MAX_DELIVERIES: u32 = crate::broker::topology::DEFAULT_DELIVERY_LIMIT;
 /// How long in-flight polls may finish after SIGTERM before they are handed back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long start-up waits for the broker before giving up.
@@ -135,8 +135,10 @@ pub struct WorkerConfig {
     /// Deliveries due within this window are held in memory; later ones are
     /// moved to the broker's delay topology.
     pub eta_window: Duration,
-    /// Classic priority queues or quorum queues.
+    /// The framework's queues: classic priority queues or quorum queues.
     pub queue_type: QueueType,
+    /// Celerity's own queues: classic or quorum.
+    pub celerity_queue_type: QueueType,
     /// Deliveries before a message that never completes is dead-lettered.
     pub max_deliveries: u32,
     /// This worker's name (`celerity@host`), written to the attempt log.
@@ -183,6 +185,7 @@ impl WorkerConfig {
             eta_hold: DEFAULT_ETA_HOLD,
             eta_window: DEFAULT_ETA_WINDOW,
             queue_type: QueueType::Classic,
+            celerity_queue_type: QueueType::Classic,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             hostname: default_hostname(),
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("the default address parses"),
@@ -210,6 +213,11 @@ impl WorkerConfig {
             queues.push(self.next_poll_queue.clone());
         }
         queues
+    }
+
+    /// How each queue is declared.
+    pub fn queue_kinds(&self) -> QueueKinds {
+        QueueKinds { framework: self.queue_type, own: self.celerity_queue_type, delivery_limit: self.max_deliveries }
     }
 
     /// The queues declared: those consumed, plus the next-poll queue.

@@ -48,6 +48,7 @@ impl WorkerArgs {
             eta_hold: self.eta_hold,
             eta_window: self.eta_window.0,
             queue_type: self.queue_type,
+            celerity_queue_type: self.celerity_queue_type.unwrap_or(self.queue_type),
             max_deliveries: self.max_deliveries.max(1),
             hostname: self.hostname.unwrap_or_else(default_hostname),
             http_addr: self.http_addr,

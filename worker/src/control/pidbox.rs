@@ -94,7 +94,9 @@ pub async fn start(
     channel
         .queue_declare(
             queue.as_str().into(),
-            QueueDeclareOptions { durable: false, auto_delete: true, ..Default::default() },
+            // Exclusive, as kombu declares it now: RabbitMQ 4.3 refuses
+            // transient queues that are not.
+            QueueDeclareOptions { durable: false, auto_delete: true, exclusive: true, ..Default::default() },
             args,
         )
         .await?;

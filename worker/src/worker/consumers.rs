@@ -104,7 +104,7 @@ impl Consumers {
         for queue in queues {
             let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
                 let scratch = conn.create_channel().await.map_err(BrokerError::from)?;
-                broker::declare_destination(&scratch, &queue, config.queue_type).await?;
+                broker::declare_destination(&scratch, &queue, config.queue_kinds()).await?;
                 bounded("scratch channel close", scratch.close(200, "declared".into())).await;
                 Ok::<(), BrokerError>(())
             })

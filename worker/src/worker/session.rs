@@ -51,7 +51,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
 ) -> Result<SessionEnd, WorkerError> {
     let consume = conn.create_channel().await.map_err(BrokerError::from)?;
     let queues = config.consumed_queues();
-    broker::declare_topology(&consume, &config.declared_queues(), config.queue_type).await?;
+    broker::declare_topology(&consume, &config.declared_queues(), config.queue_kinds()).await?;
     let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     let prefetch = config.prefetch();
     consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
