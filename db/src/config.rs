@@ -78,8 +78,12 @@ impl fmt::Debug for DbConfig {
     }
 }
 
-/// The URL with its password replaced by `***`, for logs and errors.
+/// The URL with its password replaced by `***`, for logs and errors; each
+/// URL of a `;`-separated list (a broker's failover list) alike.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(';') {
+        return url.split(';').map(redact_url).collect::<Vec<_>>().join(";");
+    }
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     // The userinfo ends at the last '@' before the first '/' of the path.
     let authority_end = rest.find('/').unwrap_or(rest.len());
@@ -99,6 +103,7 @@ mod tests {
         assert_eq!(redact_url("mysql://root:s3cr@t@db:3306/x"), "mysql://root:***@db:3306/x");
         assert_eq!(redact_url("mysql://root@db/x"), "mysql://root@db/x");
         assert_eq!(redact_url("mysql://db/x"), "mysql://db/x");
+        assert_eq!(redact_url("amqp://u:p1@a//;amqp://u:p2@b//"), "amqp://u:***@a//;amqp://u:***@b//");
         let cfg = DbConfig::new("mysql://u:hunter2@h/d");
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }

@@ -154,11 +154,20 @@ pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<String>, St
 
 /// Checks a `--broker-url`; errors never show the password.
 pub fn check_broker_url(url: &str) -> Result<(), String> {
-    if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
-        return Err(format!("--broker-url must be an amqp:// or amqps:// URL, got {}", celerity_db::redact_url(url)));
+    let nodes = crate::broker::connect::nodes(url);
+    if nodes.is_empty() {
+        return Err("--broker-url names no broker".into());
     }
-    url.parse::<lapin::uri::AMQPUri>()
-        .map_err(|e| format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(url)))?;
+    for url in nodes {
+        if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+            return Err(format!(
+                "--broker-url must be an amqp:// or amqps:// URL (or several separated by ';'), got {}",
+                celerity_db::redact_url(url)
+            ));
+        }
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| format!("--broker-url {} is not a valid AMQP URL: {e}", celerity_db::redact_url(url)))?;
+    }
     Ok(())
 }
 
@@ -252,5 +261,13 @@ mod tests {
         assert!(url.starts_with("--broker-url must be an amqp://") && !url.contains("hunter2"), "{url}");
         let ca = err(&["--broker-ca-file", "/no/such/file.pem"]);
         assert!(ca.starts_with("--broker-ca-file /no/such/file.pem cannot be read"), "{ca}");
+        let list = err(&["--broker-url", "amqp://a//;http://u:hunter2@b/"]);
+        assert!(list.contains("or several separated by ';'") && !list.contains("hunter2"), "{list}");
+        assert_eq!(err(&["--broker-url", " ; "]), "--broker-url names no broker");
+    }
+
+    #[test]
+    fn a_failover_list_of_brokers_is_accepted_as_celery_writes_it() {
+        assert_eq!(check_broker_url("amqp://a:5672//;amqp://b:5672//;amqp://c:5672//"), Ok(()));
     }
 }

@@ -26,6 +26,8 @@ pub const ETA_LATENESS: &str = "celerity_eta_lateness_seconds";
 pub const DB_POOL: &str = "celerity_db_pool_connections";
 /// Consumers the broker cancelled (their queue deleted, their node down), by queue.
 pub const CANCELLATIONS: &str = "celerity_consumer_cancellations_total";
+/// Broker connections made, by node (`host:port`): which node of a failover list is in use.
+pub const BROKER_CONNECTIONS: &str = "celerity_broker_connections_total";
 /// Broker connections re-established after a loss.
 pub const RECONNECTS: &str = "celerity_broker_reconnects_total";
 /// Messages moved to the dead-letter queue.

@@ -89,7 +89,8 @@ pub async fn run_with(
         }
     };
     let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
-    let mut conn = connect::connect(&addr, config.broker_wait).await?;
+    let connected = connect::connect(&addr, config.broker_wait).await?;
+    let (mut conn, mut node) = (connected.conn, connected.node);
     tokio::pin!(shutdown);
     loop {
         let ended = session(&config, &db, &plugins, &conn, &health, &mut shutdown).await;
@@ -109,7 +110,11 @@ pub async fn run_with(
                 tracing::info!("worker stopped while reconnecting");
                 return Ok(());
             }
-            connected = connect::reconnect(&addr) => connected.map_err(BrokerError::from)?,
+            connected = connect::reconnect(&addr, node) => {
+                let connected = connected.map_err(BrokerError::from)?;
+                node = connected.node;
+                connected.conn
+            }
         };
         metrics::counter!(meters::RECONNECTS).increment(1);
         tracing::info!("reconnected to the broker");

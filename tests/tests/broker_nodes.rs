@@ -1,14 +1,18 @@
-//! Consumers the broker cancels: a queue deleted under a running worker is
-//! declared again and consumed again within seconds, without a reconnect,
-//! while the worker's other consumers keep running.
+//! When broker nodes or queues go away: a failover list connects to the
+//! first node that answers and moves round it after a loss, and a queue
+//! deleted under a running worker is declared and consumed again within
+//! seconds, without a reconnect, while the worker's other consumers keep
+//! running. (The three-node cluster scenarios come with the cluster harness.)
 
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
+use celerity::broker::BrokerAddr;
+use celerity::broker::connect::{connect, reconnect};
 use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
-    InProcessWorker, Vhost, confirmed_channel, example_data, free_local_addr, http_get, insert_schedule,
+    InProcessWorker, Vhost, confirmed_channel, example_data, free_local_addr, free_port, http_get, insert_schedule,
     migrated_database, publish_task, task_message, wait_for_rows, wait_health, worker_config,
 };
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -64,4 +68,16 @@ async fn a_deleted_queue_is_declared_and_consumed_again_without_a_reconnect() {
     assert_eq!(sample(&metrics, &cancelled), Some(1.0), "{metrics}");
     assert_eq!(sample(&metrics, "celerity_broker_reconnects_total"), None, "no reconnect: {metrics}");
     worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failover_list_takes_the_first_node_that_answers_and_a_loss_moves_round_it() {
+    let vhost = Vhost::create();
+    let dead = format!("amqp://127.0.0.1:{}/%2f", free_port());
+    let addr = BrokerAddr::new(format!("{dead};{}", vhost.url()));
+    let connected = connect(&addr, Duration::from_secs(10)).await.expect("the second node answers");
+    assert_eq!(connected.node, 1);
+    // Losing node 1, the next is node 0 (nothing listens), then node 1 again.
+    let again = reconnect(&addr, 1).await.expect("round the list");
+    assert_eq!(again.node, 1);
 }
