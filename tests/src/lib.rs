@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod plugin_project;
 pub mod private_rabbitmq;
 pub mod procfs;
+pub mod rabbit_cluster;
 pub mod tls;
 pub mod workload;
 

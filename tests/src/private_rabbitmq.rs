@@ -15,6 +15,9 @@ const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 /// A private `rabbitmq-server` node.
 pub struct PrivateRabbitmq {
     dir: PathBuf,
+    /// Where its Erlang cookie is (`HOME`): its own directory, or one that
+    /// every node of a cluster shares.
+    home: PathBuf,
     node: String,
     port: u16,
     dist_port: u16,
@@ -36,6 +39,16 @@ impl PrivateRabbitmq {
     }
 
     fn start_with(tls: bool) -> PrivateRabbitmq {
+        PrivateRabbitmq::start_in(tls, None)
+    }
+
+    /// Starts a fresh node whose Erlang cookie lives in `home`, so that it
+    /// can join the other nodes started there.
+    pub fn start_sharing_cookie(home: &std::path::Path) -> PrivateRabbitmq {
+        PrivateRabbitmq::start_in(false, Some(home.to_owned()))
+    }
+
+    fn start_in(tls: bool, home: Option<PathBuf>) -> PrivateRabbitmq {
         let dir = temp_dir();
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
         let port = free_port();
@@ -57,7 +70,9 @@ impl PrivateRabbitmq {
         };
         std::fs::write(dir.join("rabbitmq.conf"), conf).expect("config file");
         let node = format!("{}@localhost", unique("celerity-rmq"));
-        let mut server = PrivateRabbitmq { dir, node, port, dist_port: free_port(), tls_port, certs, server: None };
+        let home = home.unwrap_or_else(|| dir.clone());
+        let mut server =
+            PrivateRabbitmq { dir, home, node, port, dist_port: free_port(), tls_port, certs, server: None };
         server.launch();
         server
     }
@@ -77,7 +92,7 @@ impl PrivateRabbitmq {
         let mut cmd = Command::new(program);
         // HOME holds the node's own Erlang cookie, shared by server and ctl.
         cmd.current_dir(&self.dir)
-            .env("HOME", &self.dir)
+            .env("HOME", &self.home)
             .env("RABBITMQ_NODENAME", &self.node)
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
@@ -148,6 +163,24 @@ impl PrivateRabbitmq {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// `kill -9` the node.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the node's process is running.
+    pub fn running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// The node's Erlang name (`name@localhost`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Runs `rabbitmqctl` on this node.
