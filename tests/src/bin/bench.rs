@@ -19,7 +19,10 @@
 //!   plugin `1.0.0` (the example plugin's twin) in its plugin hosts;
 //! - `framework-prefork`, `framework-threads`: the framework's own Celery
 //!   worker (bk-plugin-framework 2.3.15) with the same Python plugin, `-P
-//!   prefork -c 2` and `-P threads -c 100`.
+//!   prefork -c 2` and `-P threads -c 100`;
+//! - `celerity-1-cluster`: one worker on a 3-node RabbitMQ cluster of its
+//!   own (a failover list of the three), Celerity's own queues quorum, the
+//!   framework's classic.
 //!
 //! For each: polls/s (from the first landed poll to the last), wall time
 //! (from start-up), worker CPU seconds per 1,000 polls, peak RSS of the
@@ -39,6 +42,7 @@ use std::time::{Duration, Instant};
 use broker_proto::topology;
 use celerity_tests::plugin_project;
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
+use celerity_tests::rabbit_cluster::RabbitCluster;
 use celerity_tests::workload::{count, insert_rows, publish_first_polls};
 use celerity_tests::{
     TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database, python,
@@ -55,6 +59,7 @@ const ALL: &[&str] = &[
     "celerity-python",
     "framework-prefork",
     "framework-threads",
+    "celerity-1-cluster",
 ];
 
 struct Args {
@@ -121,13 +126,13 @@ impl Figures {
     }
 }
 
-fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: u16) -> Child {
+fn spawn(contender: &str, k: usize, broker: &str, db: &TestDatabase, inflight: u16) -> Child {
     let log = std::env::temp_dir().join(format!("celerity-bench-{contender}-{k}.log"));
     let stderr = Stdio::from(std::fs::File::create(&log).expect("bench log"));
     let mut cmd = match contender {
         "raw" => {
             let mut c = Command::new(std::env::current_exe().expect("own path"));
-            c.args(["raw", "--broker", &vhost.url(), "--db", &db.url(), "--inflight", &inflight.to_string()]);
+            c.args(["raw", "--broker", broker, "--db", &db.url(), "--inflight", &inflight.to_string()]);
             c
         }
         "celerity-python" => {
@@ -136,11 +141,11 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             let mut c = Command::new(bench_celerity_bin());
             c.args(["worker", "--python"])
                 .arg(python())
-                .args(["--broker-url", &vhost.url(), "--database-url", &db.url()])
+                .args(["--broker-url", broker, "--database-url", &db.url()])
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
                 .args(["--http-addr", "127.0.0.1:0", "--without-events"])
-                .envs(plugin_project::env(db, &vhost.url()))
+                .envs(plugin_project::env(db, broker))
                 .current_dir(plugin_project::dir())
                 .env("RUST_LOG", "warn");
             c
@@ -151,13 +156,13 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             let mut c = Command::new(python());
             c.args(["-m", "celery", "-A", "plugin_project.celery_app", "worker", "-P", pool, "-c", n])
                 .args(["-Q", "plugin_schedule", "--without-gossip", "--without-mingle", "-l", "WARNING"])
-                .envs(plugin_project::env(db, &vhost.url()))
+                .envs(plugin_project::env(db, broker))
                 .current_dir(plugin_project::dir());
             c
         }
         c if c.starts_with("celerity") => {
             let mut c = Command::new(bench_celerity_bin());
-            c.args(["worker", "--example-plugin", "--broker-url", &vhost.url(), "--database-url", &db.url()])
+            c.args(["worker", "--example-plugin", "--broker-url", broker, "--database-url", &db.url()])
                 .args(["--queues", "plugin_schedule", "--concurrency", &inflight.to_string()])
                 .args(["--hostname", &format!("celerity@bench{k}"), "--sweep-interval", "0"])
                 .args(["--http-addr", "127.0.0.1:0"])
@@ -167,6 +172,10 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             if contender.ends_with("framework-queue") {
                 c.args(["--next-poll-queue", topology::SCHEDULE_QUEUE.name]);
             }
+            if contender.ends_with("-cluster") {
+                // The recommended cluster setting: Celerity's own queues replicated.
+                c.args(["--celerity-queue-type", "quorum"]);
+            }
             c
         }
         c => {
@@ -174,7 +183,7 @@ fn spawn(contender: &str, k: usize, vhost: &Vhost, db: &TestDatabase, inflight: 
             let mut c = Command::new(python());
             c.arg(python_script("bench_worker.py")).args([
                 "--broker",
-                &vhost.url(),
+                broker,
                 "--db",
                 &db.url(),
                 "--pool",
@@ -197,14 +206,26 @@ fn processes(contender: &str) -> usize {
 async fn run(contender: &str, a: &Args) -> Figures {
     let vhost = Vhost::create();
     let db = migrated_database();
-    let (_conn, ch) = confirmed_channel(&vhost).await;
+    // `-cluster` contenders run on a 3-node cluster of their own, through a
+    // failover list that starts at node 0, the producer on node 0 too.
+    let cluster = contender.ends_with("-cluster").then(RabbitCluster::start);
+    let broker = cluster.as_ref().map_or_else(|| vhost.url(), |c| c.failover_url(0));
+    let (_conn, ch) = match &cluster {
+        Some(c) => {
+            let conn = celerity_tests::connect(&c.url(0)).await;
+            let ch = conn.create_channel().await.expect("channel");
+            ch.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirms");
+            (conn, ch)
+        }
+        None => confirmed_channel(&vhost).await,
+    };
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     insert_rows(&db, "w", a.schedules, a.polls, 0);
     publish_first_polls(&ch, "w", a.schedules).await;
     let processes = processes(contender);
     let (db0, broker0) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
     let started = Instant::now();
-    let mut workers: Vec<Child> = (0..processes).map(|k| spawn(contender, k, &vhost, &db, a.inflight)).collect();
+    let mut workers: Vec<Child> = (0..processes).map(|k| spawn(contender, k, &broker, &db, a.inflight)).collect();
     let total = a.schedules as i64 * a.polls;
     let done_sql = "SELECT COUNT(*) AS n FROM schedule_schedule WHERE state IN (4, 5)";
     let polled_sql = "SELECT CAST(COALESCE(SUM(invoke_count - 1), 0) AS SIGNED) AS n FROM schedule_schedule";
