@@ -688,6 +688,11 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
     Ok((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
 
+/// The value of one series (name and labels, as printed) in a `/metrics` text.
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
 /// Waits until `/healthz` at `addr` answers `status`; returns its body.
 pub async fn wait_health(addr: std::net::SocketAddr, status: u16, timeout: Duration) -> String {
     let start = Instant::now();

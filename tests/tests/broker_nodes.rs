@@ -13,7 +13,7 @@ use celerity::plugins::Registry;
 use celerity_db::State;
 use celerity_tests::{
     InProcessWorker, Vhost, confirmed_channel, example_data, free_local_addr, free_port, http_get, insert_schedule,
-    migrated_database, publish_task, task_message, wait_for_rows, wait_health, worker_config,
+    metric_sample, migrated_database, publish_task, task_message, wait_for_rows, wait_health, worker_config,
 };
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -28,10 +28,6 @@ async fn consumers_on(conn: &lapin::Connection, queue: &str) -> Option<u32> {
         FieldTable::default(),
     );
     declared.await.ok().map(|q| q.consumer_count())
-}
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,8 +61,8 @@ async fn a_deleted_queue_is_declared_and_consumed_again_without_a_reconnect() {
 
     let (_, metrics) = tokio::task::spawn_blocking(move || http_get(http, "/metrics")).await.unwrap().unwrap();
     let cancelled = format!("celerity_consumer_cancellations_total{{queue=\"{schedule}\"}}");
-    assert_eq!(sample(&metrics, &cancelled), Some(1.0), "{metrics}");
-    assert_eq!(sample(&metrics, "celerity_broker_reconnects_total"), None, "no reconnect: {metrics}");
+    assert_eq!(metric_sample(&metrics, &cancelled), Some(1.0), "{metrics}");
+    assert_eq!(metric_sample(&metrics, "celerity_broker_reconnects_total"), None, "no reconnect: {metrics}");
     worker.stop().await.unwrap();
 }
 

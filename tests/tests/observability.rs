@@ -10,8 +10,8 @@ use celerity::plugins::Registry;
 use celerity_db::{Db, DbConfig, State, migrate};
 use celerity_tests::{
     InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, example_data,
-    free_local_addr, http_get, insert_schedule, migrated_database, publish_task, task_message, unique, wait_for_rows,
-    worker_config,
+    free_local_addr, http_get, insert_schedule, metric_sample, migrated_database, publish_task, task_message, unique,
+    wait_for_rows, worker_config,
 };
 
 /// Waits until `path` answers with `want`, returning the last body.
@@ -27,11 +27,6 @@ async fn until_status(addr: SocketAddr, path: &'static str, want: u16, within: D
         assert!(start.elapsed() < within, "{path} after {within:?}: {answer:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The value of the sample line starting with `series` (name and labels).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,8 +58,8 @@ async fn metrics_count_what_the_worker_did() {
     let metrics = loop {
         let (status, metrics) = tokio::task::spawn_blocking(move || http_get(http, "/metrics")).await.unwrap().unwrap();
         assert_eq!(status, 200);
-        if sample(&metrics, "celerity_dead_lettered_total").is_some()
-            && sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="success"}"#) == Some(5.0)
+        if metric_sample(&metrics, "celerity_dead_lettered_total").is_some()
+            && metric_sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="success"}"#) == Some(5.0)
         {
             break metrics;
         }
@@ -73,13 +68,24 @@ async fn metrics_count_what_the_worker_did() {
     };
     // Each schedule: one poll that polls again (due 1 s later: an eta), one
     // that succeeds.
-    assert_eq!(sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="poll"}"#), Some(5.0), "{metrics}");
-    assert_eq!(sample(&metrics, r#"celerity_poll_duration_seconds_count{task="schedule"}"#), Some(10.0), "{metrics}");
-    assert_eq!(sample(&metrics, "celerity_dead_lettered_total"), Some(1.0), "{metrics}");
-    assert_eq!(sample(&metrics, "celerity_polls_in_flight"), Some(0.0), "{metrics}");
-    assert!(sample(&metrics, r#"celerity_db_pool_connections{state="idle"}"#).is_some_and(|n| n >= 1.0), "{metrics}");
-    assert!(sample(&metrics, "celerity_eta_lateness_seconds_count").is_some(), "{metrics}");
-    assert_eq!(sample(&metrics, "celerity_broker_reconnects_total"), None, "no reconnect happened: {metrics}");
+    assert_eq!(
+        metric_sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="poll"}"#),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sample(&metrics, r#"celerity_poll_duration_seconds_count{task="schedule"}"#),
+        Some(10.0),
+        "{metrics}"
+    );
+    assert_eq!(metric_sample(&metrics, "celerity_dead_lettered_total"), Some(1.0), "{metrics}");
+    assert_eq!(metric_sample(&metrics, "celerity_polls_in_flight"), Some(0.0), "{metrics}");
+    assert!(
+        metric_sample(&metrics, r#"celerity_db_pool_connections{state="idle"}"#).is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(metric_sample(&metrics, "celerity_eta_lateness_seconds_count").is_some(), "{metrics}");
+    assert_eq!(metric_sample(&metrics, "celerity_broker_reconnects_total"), None, "no reconnect happened: {metrics}");
     worker.stop().await.unwrap();
 }
 
