@@ -55,15 +55,16 @@ impl QueueKinds {
     /// declares it (`x-max-priority = 255`) or as a quorum queue, any other
     /// as Celery declares its default queue or as a quorum queue.
     pub fn args(&self, name: &str) -> FieldTable {
-        if topology::queue(name).is_some() {
-            let mut args = self.type_args(self.framework);
-            if self.framework == QueueType::Classic {
-                args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
-            }
-            args
-        } else {
-            self.type_args(self.own)
+        if topology::queue(name).is_some() { self.framework_args() } else { self.type_args(self.own) }
+    }
+
+    /// The arguments of a queue declared as the framework declares its own.
+    pub fn framework_args(&self) -> FieldTable {
+        let mut args = self.type_args(self.framework);
+        if self.framework == QueueType::Classic {
+            args.insert(topology::MAX_PRIORITY_ARG.into(), AMQPValue::LongInt(topology::MAX_PRIORITY.into()));
         }
+        args
     }
 
     fn type_args(&self, queue_type: QueueType) -> FieldTable {
@@ -154,7 +155,7 @@ pub async fn declare_framework_queue(
     kinds: impl Into<QueueKinds>,
 ) -> Result<(), BrokerError> {
     declare_exchange(channel, topology::EXCHANGE, ExchangeKind::Direct).await?;
-    declare_queue(channel, name, kinds.into().args(name)).await?;
+    declare_queue(channel, name, kinds.into().framework_args()).await?;
     channel
         .queue_bind(
             name.into(),
@@ -264,5 +265,7 @@ mod tests {
         assert_eq!(int(&args, topology::MAX_PRIORITY_ARG), None, "quorum queues have no priorities");
         let classic = QueueKinds::from(QueueType::Classic);
         assert!(classic.args(topology::NEXT_POLL_QUEUE).inner().is_empty(), "as Celery declares its default queue");
+        // Any queue declared the framework's way gets its arguments, whatever its name.
+        assert_eq!(int(&classic.framework_args(), topology::MAX_PRIORITY_ARG), Some(255));
     }
 }
