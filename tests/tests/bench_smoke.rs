@@ -2,8 +2,8 @@
 //! with one and two workers, and with its next polls on the framework's
 //! queue, the raw loop, Python Celery with threads and with prefork, and the
 //! framework's Python plugin in Celerity's hosts and in the framework's own
-//! worker) finishes, every schedule ends as expected, and the figures
-//! are printed. Speed is not asserted here; BENCHMARKS.md holds the figures.
+//! worker, and one worker on a 3-node RabbitMQ cluster) finishes, every
+//! schedule ends as expected, and the figures are printed. Speed is not asserted here; BENCHMARKS.md holds the figures.
 
 use std::process::Command;
 
@@ -28,6 +28,7 @@ fn bench_runs_every_contender_on_a_tiny_workload() {
         "celerity-python",
         "framework-prefork",
         "framework-threads",
+        "celerity-1-cluster",
     ] {
         let row = stdout
             .lines()
