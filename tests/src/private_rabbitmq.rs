@@ -165,11 +165,19 @@ impl PrivateRabbitmq {
         }
     }
 
-    /// `kill -9` the node.
+    /// `kill -9` the node: the Erlang VM, which `rabbitmq-server` runs as
+    /// its child (killing the script alone would leave the node running),
+    /// then the script.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.server.take() {
+            let _ = Command::new("pkill").args(["-KILL", "-P", &child.id().to_string()]).status();
             let _ = child.kill();
             let _ = child.wait();
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                assert!(started.elapsed() < Duration::from_secs(10), "the killed node still takes connections");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 
