@@ -1,5 +1,5 @@
 //! The database layer: the framework's `schedule_schedule` table, Celerity's
-//! own tables (retry bookkeeping, attempt log), the r2d2 pool over diesel's
+//! own tables (retry bookkeeping, attempt log, operator pauses and actions), the r2d2 pool over diesel's
 //! MySQL connection, and whose fault each database error is.
 //!
 //! Everything here is blocking diesel; async callers go through [`Db::call`],
@@ -13,9 +13,11 @@ mod diagnose;
 mod error;
 pub mod migrate;
 mod models;
+pub mod operator;
 mod pool;
 pub mod repo;
 pub mod schema;
+pub mod status;
 pub mod stranded;
 
 pub use chrono_tz::Tz;
@@ -28,4 +30,5 @@ pub use config::{
 pub use db::Db;
 pub use diesel::MysqlConnection;
 pub use error::DbError;
-pub use models::{Attempt, NewSchedule, PollResult, RetryState, ScheduleRow, State};
+pub use models::{ActionRecord, Attempt, NewSchedule, Parked, PauseRecord, PollResult, RetryState, ScheduleRow, State};
+pub use status::Status;

@@ -4,7 +4,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::error::DbError;
-use crate::schema::{celerity_attempt, celerity_schedule_retry, schedule_schedule};
+use crate::schema::{
+    celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule,
+};
 
 /// `schedule_schedule.state`, as the framework's enum numbers it. Nothing
 /// outside 1..=5 is ever written: Python readers map it through their enum.
@@ -193,4 +195,63 @@ pub struct Attempt {
     pub next_poll_at: Option<NaiveDateTime>,
     /// The id of the task message that ran it.
     pub task_id: Option<String>,
+}
+
+/// A schedule an operator paused.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = celerity_pause)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct PauseRecord {
+    /// The schedule.
+    pub trace_id: String,
+    /// When it was paused.
+    pub paused_at: NaiveDateTime,
+    /// Who paused it.
+    pub paused_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A message parked for a paused schedule, as it will be sent again.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = celerity_parked)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct Parked {
+    /// The schedule.
+    pub trace_id: String,
+    /// The message's task id.
+    pub task_id: String,
+    /// The task name (`...schedule` or `...callback`).
+    pub task: String,
+    /// The queue it goes back to.
+    pub queue: String,
+    /// When it is due, in the tables' zone, if it has an eta.
+    pub eta: Option<NaiveDateTime>,
+    /// When it was parked.
+    pub parked_at: NaiveDateTime,
+    /// When a resume released it.
+    pub released_at: Option<NaiveDateTime>,
+    /// The message itself, as the worker encodes it.
+    pub message: String,
+}
+
+/// One operator action that changed a schedule.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = celerity_action)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct ActionRecord {
+    /// Order of recording.
+    pub id: i64,
+    /// The schedule.
+    pub trace_id: String,
+    /// `pause`, `resume` or `stop`.
+    pub action: String,
+    /// Who.
+    pub actor: String,
+    /// When.
+    pub at: NaiveDateTime,
+    /// Why.
+    pub reason: String,
+    /// The status it acted on.
+    pub from_status: String,
 }

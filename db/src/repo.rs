@@ -9,7 +9,10 @@ use diesel::sql_types::Bool;
 
 use crate::error::DbError;
 use crate::models::{Attempt, NewSchedule, PollChanges, PollResult, RetryState, ScheduleRow, State};
-use crate::schema::{celerity_attempt, celerity_schedule_retry, schedule_schedule};
+use crate::schema::{
+    celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
+    schedule_schedule,
+};
 
 /// States a poll may still change.
 const OPEN_STATES: [i32; 2] = [State::Poll as i32, State::Callback as i32];
@@ -26,17 +29,34 @@ pub fn load(conn: &mut MysqlConnection, trace_id: &str) -> Result<ScheduleRow, D
         .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))
 }
 
-/// The schedule with this trace id and whether it has retry bookkeeping, in
-/// one round trip: a poll then clears that bookkeeping only when there is
-/// some (see [`apply_poll_seen`]).
-pub fn load_for_poll(conn: &mut MysqlConnection, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
-    schedule_schedule::table
+/// A schedule as a poll loads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForPoll {
+    /// The row.
+    pub row: ScheduleRow,
+    /// Whether it has retry bookkeeping: a poll then clears it only when
+    /// there is some (see [`apply_poll_seen`]).
+    pub retrying: bool,
+    /// Whether an operator paused it: its messages are parked, not run.
+    pub paused: bool,
+}
+
+/// The schedule with this trace id, whether it has retry bookkeeping and
+/// whether it is paused, in one round trip.
+pub fn load_for_poll(conn: &mut MysqlConnection, trace_id: &str) -> Result<ForPoll, DbError> {
+    let (row, retrying, paused) = schedule_schedule::table
         .left_join(celerity_schedule_retry::table.on(celerity_schedule_retry::trace_id.eq(schedule_schedule::trace_id)))
+        .left_join(celerity_pause::table.on(celerity_pause::trace_id.eq(schedule_schedule::trace_id)))
         .filter(schedule_schedule::trace_id.eq(trace_id))
-        .select((ScheduleRow::as_select(), celerity_schedule_retry::trace_id.nullable().is_not_null()))
+        .select((
+            ScheduleRow::as_select(),
+            celerity_schedule_retry::trace_id.nullable().is_not_null(),
+            celerity_pause::trace_id.nullable().is_not_null(),
+        ))
         .first(conn)
         .optional()?
-        .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))
+        .ok_or_else(|| DbError::NotFound(trace_id.to_owned()))?;
+    Ok(ForPoll { row, retrying, paused })
 }
 
 /// Inserts a schedule as the framework's producer does (tests, demo, bench).
@@ -155,7 +175,8 @@ pub fn unlock(conn: &mut MysqlConnection, trace_id: &str) -> Result<(), DbError>
     Ok(())
 }
 
-/// Deletes schedules (and Celerity's rows about them) whose `finish_at` is
+/// Deletes schedules (and all of Celerity's rows about them, operator
+/// actions included: the schedule's expiry is their retention) whose `finish_at` is
 /// before `cutoff`, `batch` rows per transaction so no lock is held long.
 /// Returns how many schedules were deleted.
 pub fn delete_finished_before(conn: &mut MysqlConnection, cutoff: NaiveDateTime, batch: i64) -> Result<u64, DbError> {
@@ -177,6 +198,10 @@ pub fn delete_finished_before(conn: &mut MysqlConnection, cutoff: NaiveDateTime,
             diesel::delete(celerity_attempt::table.filter(celerity_attempt::trace_id.eq_any(&ids))).execute(conn)?;
             diesel::delete(celerity_schedule_retry::table.filter(celerity_schedule_retry::trace_id.eq_any(&ids)))
                 .execute(conn)?;
+            diesel::delete(celerity_sweep::table.filter(celerity_sweep::trace_id.eq_any(&ids))).execute(conn)?;
+            diesel::delete(celerity_pause::table.filter(celerity_pause::trace_id.eq_any(&ids))).execute(conn)?;
+            diesel::delete(celerity_parked::table.filter(celerity_parked::trace_id.eq_any(&ids))).execute(conn)?;
+            diesel::delete(celerity_action::table.filter(celerity_action::trace_id.eq_any(&ids))).execute(conn)?;
             Ok(diesel::delete(schedule_schedule::table.filter(schedule_schedule::trace_id.eq_any(&ids)))
                 .execute(conn)?)
         })?;
@@ -268,7 +293,7 @@ pub fn ping(conn: &mut MysqlConnection) -> Result<(), DbError> {
 pub fn probe(conn: &mut MysqlConnection) -> Result<(), DbError> {
     // One at a time: in a multi-statement batch, an error after the first
     // statement would go unreported.
-    const NOTHING: [&str; 6] = [
+    const NOTHING: [&str; 8] = [
         "SELECT trace_id, plugin_version, state, invoke_count, data, created_at, finish_at, scheduling, err \
          FROM schedule_schedule WHERE 1 = 0",
         "UPDATE schedule_schedule SET state = state, invoke_count = invoke_count, data = data, err = err, \
@@ -277,6 +302,8 @@ pub fn probe(conn: &mut MysqlConnection) -> Result<(), DbError> {
         "UPDATE celerity_schedule_retry SET retries = retries WHERE 1 = 0",
         "DELETE FROM celerity_schedule_retry WHERE 1 = 0",
         "INSERT INTO celerity_attempt SELECT * FROM celerity_attempt WHERE 1 = 0",
+        "SELECT trace_id FROM celerity_pause WHERE 1 = 0",
+        "INSERT INTO celerity_parked SELECT * FROM celerity_parked WHERE 1 = 0",
     ];
     for statement in NOTHING {
         diesel::sql_query(statement).execute(conn)?;

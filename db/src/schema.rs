@@ -53,9 +53,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Schedules an operator holds paused.
+    celerity_pause (trace_id) {
+        trace_id -> Varchar,
+        paused_at -> Datetime,
+        paused_by -> Varchar,
+        reason -> Longtext,
+    }
+}
+
+diesel::table! {
+    /// Messages parked for paused schedules.
+    celerity_parked (trace_id, task_id) {
+        trace_id -> Varchar,
+        task_id -> Varchar,
+        task -> Varchar,
+        queue -> Varchar,
+        eta -> Nullable<Datetime>,
+        parked_at -> Datetime,
+        released_at -> Nullable<Datetime>,
+        message -> Longtext,
+    }
+}
+
+diesel::table! {
+    /// Operator actions that changed a schedule.
+    celerity_action (id) {
+        id -> Bigint,
+        trace_id -> Varchar,
+        action -> Varchar,
+        actor -> Varchar,
+        at -> Datetime,
+        reason -> Longtext,
+        from_status -> Varchar,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     schedule_schedule,
     celerity_schedule_retry,
     celerity_attempt,
-    celerity_sweep
+    celerity_sweep,
+    celerity_pause,
+    celerity_parked,
+    celerity_action
 );

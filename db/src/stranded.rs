@@ -3,8 +3,9 @@
 //! worker at a time sweep.
 //!
 //! A schedule's last sign of life is the latest of: its `created_at`, its
-//! attempts' end and next-poll times, its retry bookkeeping, and its last
-//! sweep. Celerity writes all but the first; a schedule polled only by Python
+//! attempts' end and next-poll times, its retry bookkeeping, its last
+//! sweep, and its last operator action. A paused schedule, or one with
+//! parked messages, is never stranded: its messages wait on purpose. Celerity writes all but the first; a schedule polled only by Python
 //! workers shows `created_at` alone (see the README on mixed deployments).
 
 use chrono::NaiveDateTime;
@@ -40,6 +41,9 @@ pub fn stranded(conn: &mut MysqlConnection, cutoff: NaiveDateTime, limit: i64) -
            AND NOT EXISTS (SELECT 1 FROM celerity_schedule_retry r WHERE r.trace_id = s.trace_id \
                            AND (r.last_failure_at >= ? OR r.next_retry_at >= ?)) \
            AND NOT EXISTS (SELECT 1 FROM celerity_sweep w WHERE w.trace_id = s.trace_id AND w.swept_at >= ?) \
+           AND NOT EXISTS (SELECT 1 FROM celerity_action x WHERE x.trace_id = s.trace_id AND x.at >= ?) \
+           AND NOT EXISTS (SELECT 1 FROM celerity_pause p WHERE p.trace_id = s.trace_id) \
+           AND NOT EXISTS (SELECT 1 FROM celerity_parked k WHERE k.trace_id = s.trace_id) \
          ORDER BY s.created_at LIMIT ?",
     )
     .bind::<Integer, _>(State::Poll.code())
@@ -48,6 +52,7 @@ pub fn stranded(conn: &mut MysqlConnection, cutoff: NaiveDateTime, limit: i64) -
     .bind::<Nullable<Datetime>, _>(Some(cutoff))
     .bind::<Datetime, _>(cutoff)
     .bind::<Nullable<Datetime>, _>(Some(cutoff))
+    .bind::<Datetime, _>(cutoff)
     .bind::<Datetime, _>(cutoff)
     .bind::<Bigint, _>(limit)
     .load(conn)?)

@@ -68,11 +68,11 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     let tdb = TestDatabase::create();
     let db = Db::new(DbConfig::new(tdb.url())).unwrap();
     let ran = db.blocking(migrate::run).unwrap();
-    assert_eq!(ran.len(), 3, "{ran:?}");
+    assert_eq!(ran.len(), 4, "{ran:?}");
     assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
     let mut conn = tdb.connect();
     assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
-    for table in ["celerity_schedule_retry", "celerity_attempt", "celerity_sweep"] {
+    for table in ["celerity_schedule_retry", "celerity_attempt", "celerity_sweep", "celerity_pause", "celerity_parked", "celerity_action"] {
         assert!(show_create(&mut conn, table).contains(table));
     }
 }
@@ -248,8 +248,8 @@ fn a_poll_loads_whether_it_is_retrying_and_clears_only_then_or_when_final() {
     let (_tdb, db) = django_made();
     let now = db.now();
     db.blocking(|c| repo::insert(c, &new_schedule("t5", now))).unwrap();
-    let (row, retrying) = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap();
-    assert_eq!((row.invoke_count, retrying), (1, false));
+    let loaded = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap();
+    assert_eq!((loaded.row.invoke_count, loaded.retrying, loaded.paused), (1, false, false));
     assert!(matches!(db.blocking(|c| repo::load_for_poll(c, "no-such")), Err(celerity_db::DbError::NotFound(_))));
     let retry = RetryState {
         trace_id: "t5".into(),
@@ -262,7 +262,7 @@ fn a_poll_loads_whether_it_is_retrying_and_clears_only_then_or_when_final() {
     };
     let record = |state: RetryState| db.blocking(move |c| repo::record_retry(c, &state)).unwrap();
     record(retry.clone());
-    assert!(db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap().1, "the retry row is seen with the row");
+    assert!(db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap().retrying, "the retry row is seen with the row");
 
     let poll = |seen: i32, state: State| PollResult {
         trace_id: "t5".into(),
@@ -285,7 +285,7 @@ fn a_poll_loads_whether_it_is_retrying_and_clears_only_then_or_when_final() {
     record(retry.clone());
     assert!(apply(poll(2, State::Poll), false));
     assert!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap().is_some());
-    let (_, retrying) = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap();
+    let retrying = db.blocking(|c| repo::load_for_poll(c, "t5")).unwrap().retrying;
     assert!(apply(poll(3, State::Poll), retrying));
     assert_eq!(db.blocking(|c| repo::retry_state(c, "t5")).unwrap(), None);
     // A final poll clears whatever it saw.

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use broker_proto::{DecodeOptions, TaskMessage, topology};
-use celerity_db::{Attempt, DbError, PollResult, RetryState, ScheduleRow, State};
+use celerity_db::repo::ForPoll;
+use celerity_db::{Attempt, DbError, Parked, PollResult, RetryState, ScheduleRow, State};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use lapin::BasicProperties;
 
@@ -56,6 +57,10 @@ pub(crate) struct Tables {
     pub retrying: HashSet<String>,
     /// Every retry bookkeeping write, in order.
     pub retries: Vec<RetryState>,
+    /// Trace ids an operator paused.
+    pub paused: HashSet<String>,
+    /// Messages parked, in order.
+    pub parked: Vec<Parked>,
     /// Errors the next calls of a statement return, by statement name.
     failures: HashMap<&'static str, VecDeque<DbError>>,
     /// Statements called, in order.
@@ -124,9 +129,24 @@ impl Store for FakeStore {
         now()
     }
 
-    async fn load_for_poll(&self, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
+    async fn load_for_poll(&self, trace_id: &str) -> Result<ForPoll, DbError> {
         let tables = self.call("load_for_poll")?;
-        Ok((tables.row(trace_id)?.clone(), tables.retrying.contains(trace_id)))
+        Ok(ForPoll {
+            row: tables.row(trace_id)?.clone(),
+            retrying: tables.retrying.contains(trace_id),
+            paused: tables.paused.contains(trace_id),
+        })
+    }
+
+    async fn park(&self, parked: Parked) -> Result<bool, DbError> {
+        let mut tables = self.call("park")?;
+        if !tables.paused.contains(&parked.trace_id) {
+            return Ok(false);
+        }
+        if !tables.parked.iter().any(|p| p.trace_id == parked.trace_id && p.task_id == parked.task_id) {
+            tables.parked.push(parked);
+        }
+        Ok(true)
     }
 
     async fn load(&self, trace_id: &str) -> Result<ScheduleRow, DbError> {

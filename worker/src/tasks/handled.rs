@@ -35,6 +35,9 @@ pub enum Handled {
     FailPending,
     /// A schedule-fatal database error in a task with no schedule to fail.
     Fatal,
+    /// An operator paused the schedule: the message is parked in the
+    /// database until a resume sends it again.
+    Parked,
     /// The worker is paused by an environment fault: the message went back
     /// to its queue unchanged, its retries unspent.
     SetAside,
@@ -87,6 +90,7 @@ impl Handled {
             | Handled::FailPending
             | Handled::Fatal
             | Handled::SetAside
+            | Handled::Parked
             | Handled::Deleted
             | Handled::Expired
             | Handled::MovedToDelay
@@ -116,6 +120,7 @@ impl Handled {
             Handled::FailPending => "fail pending",
             Handled::Fatal => "fatal",
             Handled::SetAside => "set aside while paused",
+            Handled::Parked => "parked",
             Handled::Deleted => "deleted",
             Handled::Expired => "expired",
             Handled::MovedToDelay => "moved to the delay queues",
@@ -147,7 +152,7 @@ impl Handled {
             Handled::GaveUp | Handled::Failed | Handled::Fatal | Handled::Expired | Handled::DeadLettered => {
                 TaskEnd::Failed(self.label())
             }
-            Handled::HandedBack(_) | Handled::Interrupted | Handled::SetAside => TaskEnd::Rejected,
+            Handled::HandedBack(_) | Handled::Interrupted | Handled::SetAside | Handled::Parked => TaskEnd::Rejected,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod failure;
 pub mod handled;
 pub mod headers;
 pub mod messages;
+pub mod parking;
 pub mod plugin_callback;
 pub mod poll;
 pub mod schedule;

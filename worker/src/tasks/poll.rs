@@ -1,8 +1,10 @@
 //! One poll of a schedule, with its I/O: load the row, recognise a stale or
 //! duplicate message, run the plugin, apply the guarded update with its
-//! attempt-log row, publish the next poll, POST the plugin callback. The
+//! attempt-log row, publish the next poll, POST the plugin callback; or
+//! park the message when an operator paused the schedule. The
 //! decisions themselves are [`super::decide`]'s.
 
+use celerity_db::repo::ForPoll;
 use celerity_db::{Attempt, DbError, State};
 
 use broker_proto::AMQPValue;
@@ -21,7 +23,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         let ctx = self.ctx;
         let holds_lock = callback.is_some();
         let started = ctx.store.now();
-        let (row, retrying) = match ctx.store.load_for_poll(trace_id).await {
+        let ForPoll { row, retrying, paused } = match ctx.store.load_for_poll(trace_id).await {
             Ok(loaded) => loaded,
             Err(DbError::NotFound(_)) => {
                 tracing::warn!("no schedule with this trace id; nothing to do");
@@ -49,6 +51,15 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             }
             tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
             return self.release(trace_id, holds_lock, Handled::Stale).await;
+        }
+        // A poll already running when a pause lands completes; one that
+        // starts after it is parked, whatever else it would do.
+        if paused && !row.state().is_ok_and(State::is_final) {
+            match self.park(trace_id).await {
+                Ok(true) => return self.release(trace_id, holds_lock, Handled::Parked).await,
+                Ok(false) => {}
+                Err(e) => return self.on_db_error(Some(trace_id), e).await,
+            }
         }
         let now = ctx.store.now();
         let mut decision = match prepare(&row, callback, now) {

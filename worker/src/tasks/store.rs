@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use celerity_db::{Attempt, Db, DbError, PollResult, RetryState, ScheduleRow, repo};
+use celerity_db::repo::ForPoll;
+use celerity_db::{Attempt, Db, DbError, Parked, PollResult, RetryState, ScheduleRow, operator, repo};
 use chrono::NaiveDateTime;
 
 /// The statements of the tasks, each one call.
@@ -12,8 +13,11 @@ pub trait Store: Send + Sync + 'static {
     /// Now, in the tables' zone and precision.
     fn now(&self) -> NaiveDateTime;
 
-    /// The schedule and whether it has retry bookkeeping.
-    fn load_for_poll(&self, trace_id: &str) -> impl Future<Output = Result<(ScheduleRow, bool), DbError>> + Send;
+    /// The schedule, whether it has retry bookkeeping and whether it is paused.
+    fn load_for_poll(&self, trace_id: &str) -> impl Future<Output = Result<ForPoll, DbError>> + Send;
+
+    /// Parks a message of a paused schedule; false when it is paused no more.
+    fn park(&self, parked: Parked) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// The schedule.
     fn load(&self, trace_id: &str) -> impl Future<Output = Result<ScheduleRow, DbError>> + Send;
@@ -70,9 +74,13 @@ impl Store for Db {
         Db::now(self)
     }
 
-    async fn load_for_poll(&self, trace_id: &str) -> Result<(ScheduleRow, bool), DbError> {
+    async fn load_for_poll(&self, trace_id: &str) -> Result<ForPoll, DbError> {
         let id = trace_id.to_owned();
         self.call(move |c| repo::load_for_poll(c, &id)).await
+    }
+
+    async fn park(&self, parked: Parked) -> Result<bool, DbError> {
+        self.call(move |c| operator::park(c, &parked)).await
     }
 
     async fn load(&self, trace_id: &str) -> Result<ScheduleRow, DbError> {

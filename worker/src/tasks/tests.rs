@@ -445,3 +445,62 @@ async fn the_delete_task_removes_schedules_finished_before_the_cutoff_and_retrie
     ctx.store.fail_next("delete_finished_before", fatal());
     assert!(matches!(delete(&ctx, &msg).await, Handled::Fatal));
 }
+
+#[tokio::test]
+async fn a_message_for_a_paused_schedule_is_parked_and_writes_nothing_else() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 3, 5, 30)]));
+    ctx.store.tables().paused.insert(T.into());
+    ctx.store.tables().retrying.insert(T.into());
+    let mut msg = expecting(3);
+    msg.retries = 2;
+    let handled = schedule(&ctx, &from_plugin_schedule(), &msg).await;
+    assert!(matches!(handled, Handled::Parked), "{handled:?}");
+    assert_eq!(handled.settlement(), super::Settlement::Ack);
+    let row = ctx.store.row(T);
+    assert_eq!((row.state, row.invoke_count), (State::Poll.code(), 3), "the row keeps POLL");
+    assert!(ctx.store.tables().attempts.is_empty(), "nothing in the attempt log");
+    assert!(sent(&ctx).is_empty(), "nothing published");
+    let parked = ctx.store.tables().parked.clone();
+    assert_eq!(parked.len(), 1);
+    let back = super::parking::from_text(&parked[0].message).unwrap();
+    assert_eq!((back.id.as_str(), back.retries), (msg.id.as_str(), 2), "the retry keeps its count");
+    assert_eq!(expected_invoke_count(&back), Some(3));
+    // The same message delivered again parks nothing more.
+    assert!(matches!(schedule(&ctx, &from_plugin_schedule(), &msg).await, Handled::Parked));
+    assert_eq!(ctx.store.tables().parked.len(), 1);
+}
+
+#[tokio::test]
+async fn a_callback_for_a_paused_schedule_is_parked_without_its_lock_and_releases_it() {
+    let ctx = ctx(FakeStore::with([row(T, State::Callback, 2, 1, 0)]));
+    ctx.store.tables().paused.insert(T.into());
+    let handled = callback(&ctx, &callback_message(), &callback_args(r#"{"ok": true}"#)).await;
+    assert!(matches!(handled, Handled::Parked), "{handled:?}");
+    let row = ctx.store.row(T);
+    assert_eq!((row.state, row.invoke_count, row.scheduling), (State::Callback.code(), 2, false));
+    let parked = ctx.store.tables().parked.clone();
+    let back = super::parking::from_text(&parked[0].message).unwrap();
+    assert!(!back.extra_headers.contains_key(LOCK_HELD_HEADER), "sent again, it takes the lock again");
+    assert_eq!(back.task, topology::CALLBACK_TASK);
+}
+
+#[tokio::test]
+async fn a_stale_message_or_a_final_schedule_is_not_parked_even_when_paused() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 4, 5, 30)]));
+    ctx.store.tables().paused.insert(T.into());
+    assert!(matches!(schedule(&ctx, &from_plugin_schedule(), &expecting(3)).await, Handled::Stale));
+    // A poll that was running when the pause landed finished the schedule.
+    ctx.store.tables().rows.get_mut(T).unwrap().state = State::Success.code();
+    assert!(matches!(schedule(&ctx, &from_plugin_schedule(), &expecting(4)).await, Handled::AlreadyFinal));
+    assert!(ctx.store.tables().parked.is_empty());
+}
+
+#[tokio::test]
+async fn a_park_the_database_refuses_for_now_is_retried() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 5, 30)]));
+    ctx.store.tables().paused.insert(T.into());
+    ctx.store.fail_next("park", transient());
+    assert!(matches!(schedule(&ctx, &from_plugin_schedule(), &schedule_message()).await, Handled::Retried));
+    assert!(ctx.store.tables().parked.is_empty());
+    assert_eq!(sent(&ctx).len(), 1, "the retry is in flight");
+}
