@@ -72,7 +72,14 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
     let mut conn = tdb.connect();
     assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
-    for table in ["celerity_schedule_retry", "celerity_attempt", "celerity_sweep", "celerity_pause", "celerity_parked", "celerity_action"] {
+    for table in [
+        "celerity_schedule_retry",
+        "celerity_attempt",
+        "celerity_sweep",
+        "celerity_pause",
+        "celerity_parked",
+        "celerity_action",
+    ] {
         assert!(show_create(&mut conn, table).contains(table));
     }
 }

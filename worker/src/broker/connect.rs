@@ -178,6 +178,19 @@ pub fn with_heartbeat(url: &str) -> String {
     nodes(url).into_iter().map(with).collect::<Vec<_>>().join(";")
 }
 
+/// A connection (the first node of `addr` that answers within `wait`) and a
+/// confirm-mode publisher on it, for a command that publishes and closes.
+pub async fn connect_publisher(
+    addr: &BrokerAddr,
+    wait: Duration,
+    direct_within: Duration,
+) -> Result<(Connection, super::Publisher), String> {
+    let conn = connect(addr, wait).await.map_err(|e| e.to_string())?.conn;
+    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let publisher = super::Publisher::new(channel, direct_within).await.map_err(|e| e.to_string())?;
+    Ok((conn, publisher))
+}
+
 #[cfg(test)]
 mod tests {
     use backon::BackoffBuilder;

@@ -49,8 +49,5 @@ pub async fn hand_back(channel: &Channel, publisher: &Publisher) -> Result<u64, 
 
 /// A connection to the broker the flags name, and a confirm-mode publisher on it.
 pub async fn connect_publisher(flags: &BrokerFlags) -> Result<(Connection, Publisher), String> {
-    let conn = connect::connect(&flags.addr()?, flags.broker_wait.0).await.map_err(|e| e.to_string())?.conn;
-    let channel = conn.create_channel().await.map_err(|e| e.to_string())?;
-    let publisher = Publisher::new(channel, DEFAULT_ETA_WINDOW).await.map_err(|e| e.to_string())?;
-    Ok((conn, publisher))
+    connect::connect_publisher(&flags.addr()?, flags.broker_wait.0, DEFAULT_ETA_WINDOW).await
 }

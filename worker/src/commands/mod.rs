@@ -2,6 +2,7 @@
 //! the text it prints or one line of why it failed. The binary parses the
 //! command line and calls [`run`].
 
+pub mod control;
 pub mod hand_back;
 pub mod migrate;
 pub mod plugins;
@@ -10,6 +11,8 @@ pub mod sweep;
 pub mod worker;
 
 use std::process::ExitCode;
+
+use celerity_db::operator::Action;
 
 use crate::config::flags::{Cli, Command};
 
@@ -27,6 +30,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sweep(args) => runtime.block_on(sweep::run(args)),
         Command::HandBack(args) => runtime.block_on(hand_back::run(args)),
         Command::Plugins(args) => runtime.block_on(plugins::run(args)),
+        Command::Pause(args) => return controlled(runtime.block_on(control::run(Action::Pause, args))),
+        Command::Resume(args) => return controlled(runtime.block_on(control::run(Action::Resume, args))),
+        Command::Stop(args) => return controlled(runtime.block_on(control::run(Action::Stop, args))),
     };
     match printed {
         Ok(text) => {
@@ -34,6 +40,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 println!("{}", text.trim_end());
             }
             ExitCode::SUCCESS
+        }
+        Err(e) => fatal(&e),
+    }
+}
+
+/// A control's report, with its own exit status (3 when something was refused).
+fn controlled(result: Result<(String, ExitCode), String>) -> ExitCode {
+    match result {
+        Ok((text, code)) => {
+            println!("{}", text.trim_end());
+            code
         }
         Err(e) => fatal(&e),
     }

@@ -31,7 +31,7 @@ pub enum Command {
     Worker(Box<WorkerArgs>),
     /// Create Celerity's tables, and schedule_schedule where it does not exist; safe to run again.
     Migrate(MigrateArgs),
-    /// Show a schedule (POLL, CALLBACK, RETRYING, SUCCESS, FAIL, attempts), or counts by state.
+    /// Show a schedule (PAUSED, RETRYING, POLL, CALLBACK, SUCCESS, FAIL; actions, attempts), or counts by status.
     Status(StatusArgs),
     /// Re-enqueue schedules stranded in POLL with no sign of life for longer than the margin.
     Sweep(SweepArgs),
@@ -39,6 +39,44 @@ pub enum Command {
     HandBack(HandBackArgs),
     /// List every plugin version, where it runs, and the class or type behind it.
     Plugins(PluginsArgs),
+    /// Hold schedules: messages that arrive for them are parked until they are resumed.
+    Pause(ControlArgs),
+    /// Lift a pause and send the parked messages again, due at their own eta.
+    Resume(ControlArgs),
+    /// End schedules FAIL with "stopped by operator: REASON" (--reason is required).
+    Stop(ControlArgs),
+}
+
+/// `celerity pause | resume | stop`: which schedules, and why.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The schedules, by trace id.
+    #[arg(conflicts_with_all = ["version", "state", "older_than"])]
+    pub trace_ids: Vec<String>,
+    /// Instead of trace ids: the open schedules of this plugin version.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Instead of trace ids: the open schedules in this status (POLL, CALLBACK, RETRYING or PAUSED).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Instead of trace ids: the open schedules created longer ago than this (e.g. 90s, 30m, 2h, 1d).
+    #[arg(long)]
+    pub older_than: Option<String>,
+    /// Why, recorded with the action and shown by `celerity status`; a stop's err says it.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseFlags,
+    /// IANA zone of the tables' naive datetimes.
+    #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
+    pub db_time_zone: String,
+    /// The broker a resume sends the parked messages to.
+    #[command(flatten)]
+    pub broker: BrokerFlags,
 }
 
 /// `celerity plugins`.
@@ -241,6 +279,9 @@ pub struct WorkerArgs {
     /// How plugins run.
     #[command(flatten)]
     pub plugins: PluginFlags,
+    /// Bearer token of the HTTP operator controls (/schedules/...); they are off without it.
+    #[arg(long, env = "CELERITY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// Where the plugins come from and how Python ones run: shared by `worker` and `plugins`.

@@ -169,6 +169,21 @@ pub struct WorkerConfig {
     pub example_plugin: bool,
     /// Steps of a schedule that may kill their host before it fails.
     pub plugin_max_crashes: u32,
+    /// The bearer token of the HTTP operator controls; they are off without it.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The bearer token of the HTTP operator controls, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+/// Shortest admin token accepted: a guessable token guards nothing.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl WorkerConfig {
@@ -201,6 +216,7 @@ impl WorkerConfig {
             python: None,
             example_plugin: false,
             plugin_max_crashes: DEFAULT_PLUGIN_MAX_CRASHES,
+            admin_token: None,
         }
     }
 

@@ -5,7 +5,10 @@ use celerity_db::{Db, DbConfig, Tz};
 
 use super::flags::{BrokerFlags, DatabaseFlags, PluginFlags, SweepFlags, WorkerArgs};
 use super::sources::{self, Setting};
-use super::{Backoff, PythonSettings, SweepSettings, WorkerConfig, default_hostname, default_python_workers};
+use super::{
+    AdminToken, Backoff, MIN_ADMIN_TOKEN, PythonSettings, SweepSettings, WorkerConfig, default_hostname,
+    default_python_workers,
+};
 use crate::broker::BrokerAddr;
 
 impl WorkerArgs {
@@ -64,8 +67,23 @@ impl WorkerArgs {
             python: self.plugins.python_settings()?,
             example_plugin: self.plugins.example_plugin,
             plugin_max_crashes: self.plugins.plugin_max_crashes.max(1),
+            admin_token: admin_token(self.admin_token)?,
         })
     }
+}
+
+/// The admin token, if one is set: long enough, and without spaces (a
+/// bearer token is one word).
+fn admin_token(token: Option<String>) -> Result<Option<AdminToken>, String> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if token.len() < MIN_ADMIN_TOKEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "--admin-token must be at least {MIN_ADMIN_TOKEN} characters with no spaces (e.g. `openssl rand -hex 24`)"
+        ));
+    }
+    Ok(Some(AdminToken(token)))
 }
 
 impl PluginFlags {

@@ -1,5 +1,6 @@
 //! The worker's HTTP endpoint on `--http-addr`: `/metrics` (Prometheus text
-//! format) and `/healthz` (200 only when the broker channel is open, the
+//! format), the operator controls when `--admin-token` is set (see
+//! [`crate::operator::http`]), and `/healthz` (200 only when the broker channel is open, the
 //! worker is not paused by an environment fault, and a database connection
 //! answers; 503 otherwise, with the reason).
 
@@ -62,14 +63,20 @@ impl Drop for Server {
     }
 }
 
-/// Binds `addr` and serves. A port already taken is the caller's to
-/// report: the worker runs on without the endpoint.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Server> {
+/// Binds `addr` and serves, with `more` routes beside `/metrics` and
+/// `/healthz` (the operator controls, when they are on). A port already
+/// taken is the caller's to report: the worker runs on without the endpoint.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, more: Option<Router>) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(health);
+    let mut app = Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(health);
+    if let Some(more) = more {
+        app = app.merge(more);
+    }
+    // The peer's address: the operator controls record it as who acted.
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "the HTTP endpoint stopped");
         }
     });

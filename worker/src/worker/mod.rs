@@ -24,6 +24,7 @@ use crate::config::WorkerConfig;
 use crate::control::endpoint::{self, Health};
 use crate::control::meters;
 use crate::control::pause::Pause;
+use crate::operator::{self, Controls};
 use crate::plugins::example::Example;
 use crate::plugins::python::Pool;
 use crate::plugins::{Plugins, Registry};
@@ -76,9 +77,16 @@ pub async fn run_with(
     let probing = tokio::spawn(outage::watch_over(db.clone(), pause.clone()));
     let _probing = AbortOnDrop(probing);
     let health = Health::new(db.clone(), pause);
-    let _server = match endpoint::serve(config.http_addr, health.clone()).await {
+    let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
+    let controls = config.admin_token.as_ref().map(|token| {
+        let controls = Controls::new(db.clone(), addr.clone(), config.broker_wait);
+        operator::http::routes(controls, token.0.clone())
+    });
+    let controls_on = controls.is_some();
+    let _server = match endpoint::serve(config.http_addr, health.clone(), controls).await {
         Ok(server) => {
-            tracing::info!(addr = %server.addr, "serving /metrics and /healthz");
+            let also = if controls_on { " and the operator controls on /schedules" } else { "" };
+            tracing::info!(addr = %server.addr, "serving /metrics and /healthz{also}");
             Some(server)
         }
         // Several workers on one host with the default address: the first
@@ -88,7 +96,6 @@ pub async fn run_with(
             None
         }
     };
-    let addr = BrokerAddr { url: with_heartbeat(&config.broker_url), ca_pem: config.broker_ca_pem.clone() };
     let connected = connect::connect(&addr, config.broker_wait).await?;
     let (mut conn, mut node) = (connected.conn, connected.node);
     tokio::pin!(shutdown);

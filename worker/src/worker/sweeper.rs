@@ -9,17 +9,22 @@
 //! named lock `celerity.sweeper`, and a worker that finds it held skips the
 //! round. The lock belongs to the database session, so a sweeper that dies
 //! frees it.
+//!
+//! It also sends the parked messages of resumed schedules that a resume
+//! released and did not send (it died, or the broker refused): a schedule
+//! is never left waiting on a message in a table.
 
 use std::time::Duration;
 
 use broker_proto::topology;
 use celerity_db::stranded::{self, Stranded};
-use celerity_db::{Db, DbError};
+use celerity_db::{Db, DbError, operator};
 use thiserror::Error;
 
 use crate::broker::{BrokerError, Publish, Publisher};
 use crate::config::SweepSettings;
 use crate::tasks::messages::Sender;
+use crate::tasks::parking;
 
 /// Schedules with no sign of life since this time are stranded.
 fn cutoff(settings: SweepSettings, db: &Db) -> chrono::NaiveDateTime {
@@ -75,6 +80,21 @@ pub async fn sweep_once(
                     }
                     stranded::record(conn, schedule, db.now())?;
                     tracing::warn!(trace_id = %schedule.trace_id, invoke_count = schedule.invoke_count, "stranded schedule re-enqueued");
+                }
+                // Parked messages a resume released and did not send (it died).
+                for parked in operator::released_before(conn, cutoff(settings, &db), settings.batch)? {
+                    let msg = match parking::from_text(&parked.message) {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            tracing::error!(trace_id = %parked.trace_id, task_id = %parked.task_id, error = %e, "a parked message cannot be read; it stays parked");
+                            continue;
+                        }
+                    };
+                    if let Err(e) = runtime.block_on(publisher.publish_task_to_queue(&parked.queue, &msg)) {
+                        return Ok(Err(e));
+                    }
+                    operator::unpark(conn, &parked.trace_id, &parked.task_id)?;
+                    tracing::warn!(trace_id = %parked.trace_id, task_id = %parked.task_id, "a resumed schedule's parked message sent again");
                 }
                 Ok(Ok(SweepOutcome::Swept(found)))
             })();
