@@ -111,7 +111,7 @@ pub fn nodes(url: &str) -> Vec<&str> {
 }
 
 /// `host:port` of a node's URL, for logs and the metric label.
-fn node_name(url: &str) -> String {
+pub fn node_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split('/').next().unwrap_or(rest);
     authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()

@@ -38,6 +38,14 @@ pub const DB_ERRORS: &str = "celerity_db_errors_total";
 /// 1 while the worker takes no deliveries because of an environment fault.
 pub const PAUSED: &str = "celerity_consumption_paused";
 
+/// 1, labelled with the build: `version`.
+pub const BUILD_INFO: &str = "celerity_build_info";
+/// Schedules by status (POLL, CALLBACK, RETRYING, PAUSED, SUCCESS, FAIL,
+/// EMPTY), counted every [`SCHEDULES_INTERVAL`].
+pub const SCHEDULES: &str = "celerity_schedules";
+/// How often a worker counts the schedules by status: a scan of the table.
+pub const SCHEDULES_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Python plugin hosts running now.
 pub const PYTHON_HOSTS: &str = "celerity_python_hosts";
 /// Python plugin hosts replaced, by cause (`died`, `timeout`, `protocol`,
@@ -54,6 +62,8 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// The process's exporter, and how many histogram samples went into it.
 struct Exporter {
     handle: PrometheusHandle,
+    /// CPU, memory, open fds, threads and start time, read at each render.
+    process: metrics_process::Collector,
     /// Samples recorded into any histogram since start.
     recorded: Arc<AtomicU64>,
     /// `recorded` as it stood before the last drain began: everything up to
@@ -83,7 +93,10 @@ fn exporter() -> &'static Exporter {
         // Another recorder may be installed already (an embedding program's);
         // this handle then renders only what reaches it.
         let _ = metrics::set_global_recorder(CountingRecorder { inner, recorded: recorded.clone() });
-        Exporter { handle, recorded, drained: AtomicU64::new(0) }
+        let process = metrics_process::Collector::default();
+        process.describe();
+        process.collect();
+        Exporter { handle, process, recorded, drained: AtomicU64::new(0) }
     })
 }
 
@@ -92,9 +105,12 @@ pub fn install() {
     exporter();
 }
 
-/// The metrics in Prometheus text format. Drains the histograms.
+/// The metrics in Prometheus text format, the process's read now. Drains
+/// the histograms.
 pub fn render() -> String {
-    exporter().draining(PrometheusHandle::render)
+    let exporter = exporter();
+    exporter.process.collect();
+    exporter.draining(PrometheusHandle::render)
 }
 
 /// Drains histogram samples into their buckets, as a scrape would.

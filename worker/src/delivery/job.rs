@@ -35,6 +35,9 @@ impl Job {
         }
     }
 
+    /// Every [`Job::name`].
+    pub const NAMES: [&'static str; 3] = ["schedule", "callback", "delete"];
+
     /// The task's short name, the `task` label of the metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -150,7 +150,10 @@ async fn act(
         match serde_json::from_slice(&body) {
             Ok(body) => body,
             Err(e) => {
-                return bad(StatusCode::BAD_REQUEST, &format!("the body is not a JSON object of reason and actor: {e}"));
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not a JSON object of reason and actor: {e}"),
+                );
             }
         }
     };

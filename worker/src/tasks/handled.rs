@@ -100,6 +100,37 @@ impl Handled {
         }
     }
 
+    /// Every value of [`Handled::label`], so that each task's counter of each
+    /// outcome exists at 0 from the first scrape. A new outcome adds its label here.
+    pub const LABELS: [&'static str; 26] = [
+        "empty",
+        "poll",
+        "callback",
+        "success",
+        "fail",
+        "stale",
+        "next poll re-published",
+        "already final",
+        "no such schedule",
+        "not in callback",
+        "lock busy",
+        "retried",
+        "gave up",
+        "failed",
+        "fail pending",
+        "fatal",
+        "set aside while paused",
+        "parked",
+        "deleted",
+        "expired",
+        "moved to the delay queues",
+        "dead-lettered",
+        "re-published with its delivery count",
+        "host died",
+        "handed back",
+        "interrupted",
+    ];
+
     /// The `outcome` label of `celerity_tasks_total`.
     pub fn label(&self) -> &'static str {
         match self {
@@ -186,6 +217,42 @@ mod tests {
         assert_eq!(Handled::Polled(State::Fail).event(), TaskEnd::Succeeded);
         assert_eq!(Handled::Retried.event(), TaskEnd::Retried);
         assert_eq!(Handled::FailPending.event(), TaskEnd::Retried);
+    }
+
+    #[test]
+    fn every_outcome_has_its_label_listed_once() {
+        let every = [
+            Handled::Polled(State::Empty),
+            Handled::Polled(State::Poll),
+            Handled::Polled(State::Callback),
+            Handled::Polled(State::Success),
+            Handled::Polled(State::Fail),
+            Handled::Stale,
+            Handled::NextPollRepublished,
+            Handled::AlreadyFinal,
+            Handled::NoSuchSchedule,
+            Handled::NotInCallback,
+            Handled::LockBusy,
+            Handled::Retried,
+            Handled::GaveUp,
+            Handled::Failed,
+            Handled::FailPending,
+            Handled::Fatal,
+            Handled::SetAside,
+            Handled::Parked,
+            Handled::Deleted,
+            Handled::Expired,
+            Handled::MovedToDelay,
+            Handled::DeadLettered,
+            Handled::Recounted,
+            Handled::HostDied,
+            Handled::HandedBack(BrokerError::Nacked("q".into())),
+            Handled::Interrupted,
+        ];
+        let labels: Vec<&str> = every.iter().map(Handled::label).collect();
+        assert_eq!(labels, Handled::LABELS);
+        let distinct: std::collections::HashSet<_> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! update makes that harmless.
 
 mod consumers;
+pub mod first_scrape;
 pub mod outage;
 mod session;
 pub mod sweeper;
@@ -73,6 +74,8 @@ pub async fn run_with(
     // drains histogram samples whether or not anyone scrapes; it stops when
     // the worker returns.
     let _upkeep = meters::upkeep(meters::UPKEEP_INTERVAL);
+    first_scrape::register(&config);
+    let _counting = AbortOnDrop(tokio::spawn(first_scrape::count_schedules(db.clone(), meters::SCHEDULES_INTERVAL)));
     let pause = Pause::new();
     let probing = tokio::spawn(outage::watch_over(db.clone(), pause.clone()));
     let _probing = AbortOnDrop(probing);

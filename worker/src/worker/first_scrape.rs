@@ -1,0 +1,149 @@
+//! Every metric family on the first scrape, before anything has happened
+//! (Prometheus's "avoid missing metrics"): each task's counter of each
+//! outcome, the error and retry counters of each class, the broker's
+//! counters for each node and queue, the gauges and histograms at zero,
+//! `celerity_build_info`, and the schedules by status, counted now and then
+//! every 30 s. The process metrics come with every render.
+
+use std::time::Duration;
+
+use celerity_db::status::{self, Counts};
+use celerity_db::{Db, ErrorClass, Status};
+
+use crate::broker::connect::{node_name, nodes};
+use crate::config::WorkerConfig;
+use crate::control::meters;
+use crate::delivery::job::Job;
+use crate::tasks::Handled;
+
+/// Python host replacement causes (`celerity_python_host_restarts_total`).
+const HOST_CAUSES: [&str; 5] = ["died", "timeout", "protocol", "max_tasks", "max_memory"];
+/// What a retry was for (`celerity_retries_total`).
+const RETRY_CLASSES: [&str; 2] = ["transient", "plugin host"];
+
+/// Registers every family at zero and describes it.
+pub fn register(config: &WorkerConfig) {
+    meters::install();
+    describe();
+    metrics::gauge!(meters::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for task in Job::NAMES {
+        for outcome in Handled::LABELS {
+            metrics::counter!(meters::TASKS, "task" => task, "outcome" => outcome).absolute(0);
+        }
+        // Registered, not recorded: the buckets show at zero without a sample.
+        let _ = metrics::histogram!(meters::POLL_SECONDS, "task" => task);
+    }
+    let _ = metrics::histogram!(meters::ETA_LATENESS);
+    for class in RETRY_CLASSES {
+        metrics::counter!(meters::RETRIES, "class" => class).absolute(0);
+    }
+    for class in [ErrorClass::Transient, ErrorClass::Environment, ErrorClass::ScheduleFatal] {
+        metrics::counter!(meters::DB_ERRORS, "class" => class.as_str(), "code" => "none").absolute(0);
+    }
+    for node in nodes(&config.broker_url) {
+        metrics::counter!(meters::BROKER_CONNECTIONS, "node" => node_name(node)).absolute(0);
+    }
+    for queue in config.consumed_queues() {
+        metrics::counter!(meters::CANCELLATIONS, "queue" => queue).absolute(0);
+    }
+    metrics::counter!(meters::RECONNECTS).absolute(0);
+    metrics::counter!(meters::DEAD_LETTERED).absolute(0);
+    for cause in HOST_CAUSES {
+        metrics::counter!(meters::HOST_RESTARTS, "cause" => cause).absolute(0);
+    }
+    metrics::gauge!(meters::IN_FLIGHT).set(0.0);
+    metrics::gauge!(meters::PAUSED).set(0.0);
+    metrics::gauge!(meters::PYTHON_HOSTS).increment(0.0);
+    for state in ["in_use", "idle"] {
+        metrics::gauge!(meters::DB_POOL, "state" => state).set(0.0);
+    }
+}
+
+/// The HELP line of each family.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(meters::BUILD_INFO, "Celerity's build, as labels; always 1.");
+    describe_counter!(meters::TASKS, "Deliveries handled, by task and outcome.");
+    describe_counter!(meters::RETRIES, "Retries published, by what failed.");
+    describe_counter!(meters::DB_ERRORS, "Database errors seen by tasks, by class and MySQL code.");
+    describe_counter!(meters::BROKER_CONNECTIONS, "Broker connections made, by node.");
+    describe_counter!(meters::RECONNECTS, "Broker connections re-established after a loss.");
+    describe_counter!(meters::CANCELLATIONS, "Consumers the broker cancelled, by queue.");
+    describe_counter!(meters::DEAD_LETTERED, "Messages moved to the dead-letter queue.");
+    describe_counter!(meters::HOST_RESTARTS, "Python plugin hosts replaced, by cause.");
+    describe_gauge!(meters::IN_FLIGHT, "Deliveries holding a concurrency slot now.");
+    describe_gauge!(meters::PAUSED, "1 while the worker takes no deliveries because of an environment fault.");
+    describe_gauge!(meters::PYTHON_HOSTS, "Python plugin hosts running now.");
+    describe_gauge!(meters::DB_POOL, "Pooled database connections, by state.");
+    describe_gauge!(
+        meters::SCHEDULES,
+        "Schedules by status, counted every 30 s; PAUSED and RETRYING apart from POLL and CALLBACK."
+    );
+    describe_histogram!(
+        meters::POLL_SECONDS,
+        metrics::Unit::Seconds,
+        "From a delivery's slot to its settlement, by task."
+    );
+    describe_histogram!(meters::ETA_LATENESS, metrics::Unit::Seconds, "From a message's eta to its start.");
+    describe_histogram!(meters::STEP_SECONDS, metrics::Unit::Seconds, "One plugin step, by version and outcome.");
+}
+
+/// Sets the schedules-by-status gauges from `counts`.
+fn set_schedules(counts: &Counts) {
+    for status in Status::ALL {
+        metrics::gauge!(meters::SCHEDULES, "status" => status.name()).set(counts.of(status) as f64);
+    }
+}
+
+/// Counts the schedules by status now and then every `every`, until the
+/// worker returns. A count the database cannot give leaves the last one.
+pub async fn count_schedules(db: Db, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match db.call(status::count).await {
+            Ok(counts) => set_schedules(&counts),
+            Err(e) => tracing::debug!(error = %e, "schedules not counted this time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_worker_shows_every_family() {
+        let config = WorkerConfig::new("amqp://a:1/%2f;amqp://b:2/%2f", "mysql://root@127.0.0.1:3306/x");
+        register(&config);
+        set_schedules(&Counts { by_status: Status::ALL.iter().map(|s| (*s, 2)).collect(), invalid: 0 });
+        let text = meters::render();
+        for family in [
+            "celerity_build_info{version=",
+            r#"celerity_tasks_total{task="callback",outcome="parked"} 0"#,
+            r#"celerity_tasks_total{task="delete",outcome="deleted"} 0"#,
+            r#"celerity_retries_total{class="plugin host"} 0"#,
+            r#"celerity_db_errors_total{class="environment",code="none"} 0"#,
+            r#"celerity_broker_connections_total{node="b:2"} 0"#,
+            r#"celerity_consumer_cancellations_total{queue="plugin_callback"} 0"#,
+            "celerity_broker_reconnects_total 0",
+            "celerity_dead_lettered_total 0",
+            r#"celerity_python_host_restarts_total{cause="max_memory"} 0"#,
+            "celerity_polls_in_flight 0",
+            "celerity_consumption_paused 0",
+            r#"celerity_db_pool_connections{state="idle"} 0"#,
+            r#"celerity_schedules{status="PAUSED"} 2"#,
+            r#"celerity_schedules{status="RETRYING"} 2"#,
+            r#"celerity_poll_duration_seconds_count{task="schedule"}"#,
+            "celerity_eta_lateness_seconds_count",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+            "# HELP celerity_tasks_total",
+        ] {
+            assert!(text.contains(family), "{family} is missing from\n{text}");
+        }
+    }
+}
