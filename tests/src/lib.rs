@@ -677,12 +677,40 @@ pub fn free_local_addr() -> std::net::SocketAddr {
 /// GET `path` over plain HTTP/1.1: the status code and the body, or why
 /// there is no answer (a server still starting refuses the connection).
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, &[], b"")
+}
+
+/// One HTTP/1.1 request with these headers and body: the status code and
+/// the body.
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    // A server may answer (413) before reading a large body, and close.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    // A connection reset after the answer (the body left unread) keeps the answer.
+    if let Err(e) = s.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        return Err(e);
+    }
+    let out = String::from_utf8_lossy(&raw).into_owned();
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok());
     let status = status.ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {out}")))?;
     Ok((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))

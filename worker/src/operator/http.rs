@@ -168,7 +168,7 @@ async fn act(
     };
     let status = match report.done {
         Done::Changed { .. } | Done::Unchanged { .. } => StatusCode::OK,
-        Done::NoSuchSchedule => StatusCode::NOT_FOUND,
+        Done::NoSuchSchedule => return bad(StatusCode::NOT_FOUND, "no schedule has this trace id"),
         Done::Refused { .. } | Done::Invalid(_) => StatusCode::CONFLICT,
     };
     reply(status, serde_json::to_string(&report.view()).expect("the report serialises"))
