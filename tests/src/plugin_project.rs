@@ -118,6 +118,12 @@ impl Project {
         assert!(out.contains("\"result\": true"), "the callback API refused: {out}");
     }
 
+    /// What the framework's own readers see of a schedule (its model and its
+    /// State enum): `{"state": "POLL", "err", "finished", "outputs"}`.
+    pub fn read(&self, trace_id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.run(&["read", trace_id])).expect("one JSON line")
+    }
+
     /// `celerity worker --python` on this project, with `extra` flags.
     pub fn celerity(&self, extra: &[&str], log: PathBuf) -> ChildGuard {
         let mut cmd = Command::new(celerity_bin());

@@ -2,7 +2,9 @@
 //! the rows of an uninterrupted run; a RETRYING schedule is paused, its
 //! retry parked, and RESUME on RETRYING is refused; stop mid-poll; a parked
 //! message survives a worker's kill -9; the HTTP controls with and without
-//! the token, and bad input; an idle worker's first scrape.
+//! the token, and bad input; an idle worker's first scrape; and the
+//! framework's own reader sees only its states while Python plugin
+//! schedules are paused and after one is stopped.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 use broker_proto::topology;
 use celerity::plugins::{Context, Outcome, Plugin, Registry};
 use celerity_db::{Db, DbConfig, State, operator, repo};
+use celerity_tests::plugin_project::Project;
+use celerity_tests::python;
 use celerity_tests::{
     ChildGuard, InProcessWorker, RowView, TestDatabase, Vhost, celerity_bin, confirmed_channel,
     declare_framework_queue, example_data, example_worker, free_local_addr, http_get, http_request, insert_schedule,
@@ -534,4 +538,81 @@ async fn an_idle_workers_first_scrape_shows_every_metric_family() {
     let rss = metric_sample(&text, "process_resident_memory_bytes").unwrap_or(0.0);
     assert!(rss > 1e6, "a resident size the process really has: {rss}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_frameworks_reader_sees_its_own_states_while_python_schedules_are_paused_and_stopped() {
+    let project = Project::new(&python());
+    let (kept, stopped) = (ids("f", 1).remove(0), ids("g", 1).remove(0));
+    project.produce(&[
+        (&kept, "1.0.0", serde_json::json!({"polls": 5, "interval": 1}), serde_json::json!({})),
+        (&stopped, "1.0.0", serde_json::json!({"polls": 5, "interval": 1}), serde_json::json!({})),
+    ]);
+    let dir = temp_dir();
+    let _worker = project.celerity(&[], dir.join("celerity.log"));
+    let (db, vhost) = (&project.db, &project.vhost);
+    wait_for_rows(db, Duration::from_secs(60), |r| r[&kept].invoke_count >= 2 && r[&stopped].invoke_count >= 2).await;
+    let zone = ["--db-time-zone", "Asia/Shanghai"];
+    let (code, out, err) = celerity(db, vhost, &[&["pause", &kept, &stopped][..], &zone].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let handle = handle(db);
+    wait_until("both parked", Duration::from_secs(30), || {
+        parked(&handle, &kept) == 1 && parked(&handle, &stopped) == 1
+    })
+    .await;
+    for id in [&kept, &stopped] {
+        assert_eq!(project.read(id)["state"], "POLL", "paused, the framework sees POLL");
+    }
+    let (code, out, err) =
+        celerity(db, vhost, &[&["stop", &stopped, "--reason", "the plugin's owner asked"][..], &zone].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let read = project.read(&stopped);
+    assert_eq!((read["state"].as_str(), read["finished"].as_bool()), (Some("FAIL"), Some(true)));
+    assert_eq!(read["err"], "stopped by operator: the plugin's owner asked");
+    let (code, out, err) = celerity(db, vhost, &[&["resume", &kept][..], &zone].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for_rows(db, Duration::from_secs(60), |r| r[&kept].state == 4).await;
+    let read = project.read(&kept);
+    assert_eq!((read["state"].as_str(), read["outputs"]["polls_done"].as_i64()), (Some("SUCCESS"), Some(5)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_skips_paused_schedules_and_sends_what_a_dead_resume_released() {
+    let (vhost, tdb) = (Vhost::create(), migrated_database());
+    let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), Registry::with_builtin());
+    let id = &ids("d", 1)[0];
+    insert_schedule(&tdb.url(), id, "1.0.0", State::Poll, &example_data(2, 0));
+    let (code, out, _) = celerity(&tdb, &vhost, &["pause", id]);
+    assert_eq!(code, 0, "{out}");
+    // Old enough to count as stranded, were it not paused.
+    diesel::sql_query("UPDATE schedule_schedule SET created_at = created_at - INTERVAL 1 HOUR")
+        .execute(&mut tdb.connect())
+        .unwrap();
+    let sweep = |dry: bool| {
+        let mut args = vec!["sweep", "--json", "--sweep-margin", "1"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let (code, out, err) = celerity(&tdb, &vhost, &args);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    assert!(!sweep(true).contains(id.as_str()), "a paused schedule is never stranded");
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]))
+        .await;
+    let db = handle(&tdb);
+    wait_until("parked", Duration::from_secs(30), || parked(&db, id) == 1).await;
+    // A resume that committed and died before sending: released, still in the table.
+    let req = operator::Request { trace_id: id.clone(), actor: "test".into(), reason: String::new(), at: db.now() };
+    let (done, released) = db.blocking(move |c| operator::apply(c, operator::Action::Resume, &req)).unwrap();
+    assert!(matches!(done, operator::Done::Changed { .. }), "{done:?}");
+    assert_eq!(released.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sweep(false);
+    let done = wait_for_rows(&tdb, Duration::from_secs(30), |r| r[id].state == 4).await;
+    assert_eq!(done[id].invoke_count, 3);
+    assert_eq!((parked(&db, id), attempts(&db, id)), (0, vec![2, 3]));
+    worker.stop().await.unwrap();
 }

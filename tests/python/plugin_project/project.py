@@ -6,6 +6,9 @@
                           execute, the schedule row, the first `schedule` task
   callback TRACE_ID ID DATA_JSON
                           the framework's callback API: the `callback` task
+  read TRACE_ID           what the framework's readers see: the Schedule
+                          model, its state through the framework's State
+                          enum (a value outside it raises), err, outputs
 Specs: [{"trace_id", "version", "inputs", "context"}]. Prints one JSON line
 per produced schedule. The database and broker come from the plugin
 runtime's settings names (BK_PLUGIN_RUNTIME_DB_*, BK_PLUGIN_RUNTIME_BROKER_URL).
@@ -43,6 +46,23 @@ def callback(trace_id, callback_id, data):
     print(json.dumps(send(trace_id, callback_id, data)))
 
 
+def read(trace_id):
+    from bk_plugin_framework.constants import State
+    from bk_plugin_framework.runtime.schedule.models import Schedule
+
+    s = Schedule.objects.get(trace_id=trace_id)
+    print(
+        json.dumps(
+            {
+                "state": State(s.state).name,
+                "err": s.err,
+                "finished": s.finish_at is not None,
+                "outputs": json.loads(s.data)["outputs"],
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "migrate":
@@ -53,5 +73,7 @@ if __name__ == "__main__":
         produce(json.loads(text))
     elif command == "callback":
         callback(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
+    elif command == "read":
+        read(sys.argv[2])
     else:
         sys.exit("unknown command %s" % command)
