@@ -2,8 +2,8 @@
 //! (Prometheus's "avoid missing metrics"): each task's counter of each
 //! outcome, the error and retry counters of each class, the broker's
 //! counters for each node and queue, the gauges and histograms at zero,
-//! `celerity_build_info`, and the schedules by status, counted now and then
-//! every 30 s. The process metrics come with every render.
+//! `celerity_build_info`, and the schedules by status, counted before the
+//! endpoint serves (for at most a few seconds) and then every 30 s. The process metrics come with every render.
 
 use std::time::Duration;
 
@@ -95,17 +95,20 @@ fn set_schedules(counts: &Counts) {
     }
 }
 
-/// Counts the schedules by status now and then every `every`, until the
-/// worker returns. A count the database cannot give leaves the last one.
+/// Counts the schedules by status once; a count the database cannot give
+/// leaves the last one.
+pub async fn count_once(db: &Db) {
+    match db.call(status::count).await {
+        Ok(counts) => set_schedules(&counts),
+        Err(e) => tracing::debug!(error = %e, "schedules not counted this time"),
+    }
+}
+
+/// Counts the schedules by status every `every`, until the worker returns.
 pub async fn count_schedules(db: Db, every: Duration) {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        match db.call(status::count).await {
-            Ok(counts) => set_schedules(&counts),
-            Err(e) => tracing::debug!(error = %e, "schedules not counted this time"),
-        }
+        tokio::time::sleep(every).await;
+        count_once(&db).await;
     }
 }
 

@@ -34,6 +34,9 @@ use crate::plugins::{Plugins, Registry};
 /// close: a broker that stopped answering must not keep the process alive.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long start-up waits for the first count of schedules by status.
+const FIRST_COUNT_WAIT: Duration = Duration::from_secs(3);
+
 /// Why the worker stopped other than by a shutdown signal.
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -75,6 +78,9 @@ pub async fn run_with(
     // the worker returns.
     let _upkeep = meters::upkeep(meters::UPKEEP_INTERVAL);
     first_scrape::register(&config);
+    // Before the endpoint serves, so the first scrape has the counts; a
+    // database that does not answer soon only delays them.
+    let _ = tokio::time::timeout(FIRST_COUNT_WAIT, first_scrape::count_once(&db)).await;
     let _counting = AbortOnDrop(tokio::spawn(first_scrape::count_schedules(db.clone(), meters::SCHEDULES_INTERVAL)));
     let pause = Pause::new();
     let probing = tokio::spawn(outage::watch_over(db.clone(), pause.clone()));
