@@ -152,13 +152,7 @@ pub fn apply(conn: &mut MysqlConnection, action: Action, req: &Request) -> Resul
         let Ok(state) = row.state() else {
             return Ok((Done::Invalid(row.state), Vec::new()));
         };
-        let paused = celerity_pause::table
-            .find(&req.trace_id)
-            .select(celerity_pause::trace_id)
-            .for_update()
-            .first::<String>(conn)
-            .optional()?
-            .is_some();
+        let paused = lock_pause(conn, &req.trace_id)?;
         let retrying = celerity_schedule_retry::table
             .find(&req.trace_id)
             .select(celerity_schedule_retry::trace_id)
@@ -190,6 +184,18 @@ pub fn apply(conn: &mut MysqlConnection, action: Action, req: &Request) -> Resul
         };
         Ok((done, resend))
     })
+}
+
+/// Whether the schedule is paused, its pause row locked until the
+/// transaction ends: what orders a park against a resume.
+fn lock_pause(conn: &mut MysqlConnection, trace_id: &str) -> Result<bool, DbError> {
+    Ok(celerity_pause::table
+        .find(trace_id)
+        .select(celerity_pause::trace_id)
+        .for_update()
+        .first::<String>(conn)
+        .optional()?
+        .is_some())
 }
 
 /// The writes of an applied action.
@@ -250,13 +256,7 @@ fn released(conn: &mut MysqlConnection, trace_id: &str) -> Result<Vec<Parked>, D
 /// message parked or this call sees the pause gone.
 pub fn park(conn: &mut MysqlConnection, parked: &Parked) -> Result<bool, DbError> {
     conn.transaction(|conn| {
-        let paused = celerity_pause::table
-            .find(&parked.trace_id)
-            .select(celerity_pause::trace_id)
-            .for_update()
-            .first::<String>(conn)
-            .optional()?
-            .is_some();
+        let paused = lock_pause(conn, &parked.trace_id)?;
         if paused {
             // A redelivery of a message already parked parks nothing more.
             diesel::insert_or_ignore_into(celerity_parked::table).values(parked).execute(conn)?;

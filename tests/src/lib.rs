@@ -194,6 +194,11 @@ pub fn insert_schedule(url: &str, trace_id: &str, version: &str, state: celerity
     db.blocking(move |c| celerity_db::repo::insert(c, &row)).expect("insert schedule");
 }
 
+/// A trigger that makes every UPDATE of `schedule_schedule` answer MySQL
+/// error 1047 (a Galera node not ready: transient), until `DROP TRIGGER not_ready`.
+pub const NOT_READY_TRIGGER: &str = "CREATE TRIGGER not_ready BEFORE UPDATE ON schedule_schedule FOR EACH ROW \
+     SIGNAL SQLSTATE '08S01' SET MYSQL_ERRNO = 1047, MESSAGE_TEXT = 'node not ready (a trigger of the test)'";
+
 /// A child process killed when dropped, with its output in a log file.
 pub struct ChildGuard {
     child: Child,

@@ -325,10 +325,7 @@ async fn every_update_answers_1047_for_10_s() {
     let ids = produce(&ch, &db.url(), 40, polls, 1).await;
     wait_for_polls(&db, 100).await;
     let mut conn = db.connect();
-    diesel::sql_query(
-        "CREATE TRIGGER not_ready BEFORE UPDATE ON schedule_schedule FOR EACH ROW \
-         SIGNAL SQLSTATE '08S01' SET MYSQL_ERRNO = 1047, MESSAGE_TEXT = 'node not ready (a trigger of the test)'",
-    )
+    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER)
     .execute(&mut conn)
     .unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -188,10 +188,7 @@ async fn a_retrying_schedule_is_paused_its_retry_parked_and_resume_is_refused_un
         celerity::config::Backoff { base: Duration::from_secs(2), max: Duration::from_secs(2), max_retries: 50 };
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let mut conn = tdb.connect();
-    diesel::sql_query(
-        "CREATE TRIGGER not_ready BEFORE UPDATE ON schedule_schedule FOR EACH ROW \
-         SIGNAL SQLSTATE '08S01' SET MYSQL_ERRNO = 1047, MESSAGE_TEXT = 'node not ready (a trigger of the test)'",
-    )
+    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER)
     .execute(&mut conn)
     .unwrap();
     let id = &ids("r", 1)[0];
