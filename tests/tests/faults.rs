@@ -325,9 +325,7 @@ async fn every_update_answers_1047_for_10_s() {
     let ids = produce(&ch, &db.url(), 40, polls, 1).await;
     wait_for_polls(&db, 100).await;
     let mut conn = db.connect();
-    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER)
-    .execute(&mut conn)
-    .unwrap();
+    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER).execute(&mut conn).unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     diesel::sql_query("DROP TRIGGER not_ready").execute(&mut conn).unwrap();
     wait_all_final(&db, Duration::from_secs(120)).await;

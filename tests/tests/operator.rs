@@ -188,9 +188,7 @@ async fn a_retrying_schedule_is_paused_its_retry_parked_and_resume_is_refused_un
         celerity::config::Backoff { base: Duration::from_secs(2), max: Duration::from_secs(2), max_retries: 50 };
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     let mut conn = tdb.connect();
-    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER)
-    .execute(&mut conn)
-    .unwrap();
+    diesel::sql_query(celerity_tests::NOT_READY_TRIGGER).execute(&mut conn).unwrap();
     let id = &ids("r", 1)[0];
     start_schedules(&vhost, &tdb, std::slice::from_ref(id), "1.0.0", &example_data(2, 0)).await;
     let db = handle(&tdb);
