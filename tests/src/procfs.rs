@@ -65,3 +65,27 @@ pub fn cpu_secs_named(comm: &str) -> f64 {
         .filter_map(|p| stat(p).map(|s| s.1))
         .sum()
 }
+
+/// Context switches (voluntary and not) of every thread of `pid` and of the
+/// processes under it, so far.
+pub fn tree_switches(pid: u32) -> u64 {
+    tree(pid).into_iter().map(switches).sum()
+}
+
+fn switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}

@@ -26,6 +26,36 @@ pub fn insert_rows(db: &TestDatabase, prefix: &str, n: usize, polls: i64, interv
     }
 }
 
+/// Fills the tables with `n` schedules finished a day ago, as earlier runs
+/// leave them (trace ids `f<i:09>`, SUCCESS after `polls` polls), each with its
+/// attempt-log rows: the history a worker's statements run beside.
+pub fn insert_finished(db: &TestDatabase, n: usize, polls: i64) {
+    if n == 0 {
+        return;
+    }
+    let mut conn = db.connect();
+    // MariaDB's sequence engine makes the rows server-side, in one statement each.
+    diesel::sql_query(format!(
+        "INSERT INTO schedule_schedule \
+         SELECT CONCAT('f', LPAD(seq, 9, '0')), '1.0.0', 4, {last}, \
+                '{{\"inputs\": {{\"polls\": {polls}, \"interval\": 0}}, \"context\": {{\"storage\": {{\"executions\": {last}}}, \"outputs\": {{}}, \"data\": {{}}}}, \"outputs\": {{\"polls_done\": {polls}}}}}', \
+                UTC_TIMESTAMP(6) - INTERVAL 1 DAY, UTC_TIMESTAMP(6) - INTERVAL 1 DAY, 0, '' \
+         FROM seq_1_to_{n}",
+        last = polls + 1
+    ))
+    .execute(&mut conn)
+    .expect("finished schedules");
+    diesel::sql_query(format!(
+        "INSERT INTO celerity_attempt (trace_id, attempt, started_at, ended_at, outcome, error, hostname, next_poll_at, task_id) \
+         SELECT CONCAT('f', LPAD(s.seq, 9, '0')), a.seq, UTC_TIMESTAMP(6) - INTERVAL 1 DAY, UTC_TIMESTAMP(6) - INTERVAL 1 DAY, \
+                IF(a.seq = {last}, 'SUCCESS', 'POLL'), '', 'celerity@earlier', NULL, UUID() \
+         FROM seq_1_to_{n} s JOIN seq_2_to_{last} a",
+        last = polls + 1
+    ))
+    .execute(&mut conn)
+    .expect("their attempts");
+}
+
 /// Publishes the producer's first message of each, confirmed in batches.
 pub async fn publish_first_polls(ch: &lapin::Channel, prefix: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {

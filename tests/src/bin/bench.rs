@@ -33,7 +33,12 @@
 //! with 1, 2 and 4 worker processes (each at `--inflight`), and one worker at
 //! concurrency 1, 8, 32 and 128.
 //!
-//! Usage: bench [--schedules N] [--polls P] [--contenders LIST] [--inflight C] [--scaling]
+//! With `--finished-rows N`, the database first holds N schedules finished
+//! a day earlier with their attempt logs, as earlier runs leave it (the
+//! cost curve). With `--perf`, `perf stat` counts each worker's system calls.
+//! Context switches per poll come from `/proc` in every run.
+//!
+//! Usage: bench [--schedules N] [--polls P] [--contenders LIST] [--inflight C] [--finished-rows N] [--perf] [--scaling]
 //!        bench raw --broker URL --db URL --inflight C
 
 use std::process::{Child, Command, Stdio};
@@ -41,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use broker_proto::topology;
 use celerity_tests::plugin_project;
-use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
+use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib, tree_switches};
 use celerity_tests::rabbit_cluster::RabbitCluster;
-use celerity_tests::workload::{count, insert_rows, publish_first_polls};
+use celerity_tests::workload::{count, insert_finished, insert_rows, publish_first_polls};
 use celerity_tests::{
     TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database, python,
     python_script,
@@ -68,6 +73,8 @@ struct Args {
     contenders: Vec<String>,
     inflight: u16,
     scaling: bool,
+    finished_rows: usize,
+    perf: bool,
 }
 
 fn args(argv: &[String]) -> Args {
@@ -77,11 +84,17 @@ fn args(argv: &[String]) -> Args {
         contenders: ALL.iter().map(|s| s.to_string()).collect(),
         inflight: 32,
         scaling: false,
+        finished_rows: 0,
+        perf: false,
     };
     let mut argv: Vec<String> = argv.to_vec();
     if let Some(at) = argv.iter().position(|x| x == "--scaling") {
         argv.remove(at);
         a.scaling = true;
+    }
+    if let Some(at) = argv.iter().position(|x| x == "--perf") {
+        argv.remove(at);
+        a.perf = true;
     }
     for pair in argv.chunks(2) {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
@@ -90,6 +103,7 @@ fn args(argv: &[String]) -> Args {
             "--schedules" => a.schedules = number() as usize,
             "--polls" => a.polls = number() as i64,
             "--inflight" => a.inflight = number() as u16,
+            "--finished-rows" => a.finished_rows = number() as usize,
             "--contenders" => {
                 a.contenders = value.split(',').map(str::to_owned).collect();
                 for c in &a.contenders {
@@ -115,6 +129,10 @@ struct Figures {
     correct: usize,
     /// Stopped making progress with schedules still open.
     stalled: bool,
+    /// Context switches of the workers' threads.
+    switches: u64,
+    /// System calls of the workers, when counted with `--perf`.
+    syscalls: Option<u64>,
 }
 
 impl Figures {
@@ -123,6 +141,9 @@ impl Figures {
     }
     fn cpu_per_1000(&self) -> f64 {
         self.worker_cpu * 1000.0 / self.polls.max(1) as f64
+    }
+    fn per_poll(&self, n: u64) -> f64 {
+        n as f64 / self.polls.max(1) as f64
     }
 }
 
@@ -220,15 +241,20 @@ async fn run(contender: &str, a: &Args) -> Figures {
         None => confirmed_channel(&vhost).await,
     };
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    insert_finished(&db, a.finished_rows, a.polls);
     insert_rows(&db, "w", a.schedules, a.polls, 0);
     publish_first_polls(&ch, "w", a.schedules).await;
     let processes = processes(contender);
     let (db0, broker0) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
     let started = Instant::now();
     let mut workers: Vec<Child> = (0..processes).map(|k| spawn(contender, k, &broker, &db, a.inflight)).collect();
+    // Attached once polls land, when the workers' threads are all up.
+    let mut perfs: Vec<(Child, std::path::PathBuf)> = Vec::new();
     let total = a.schedules as i64 * a.polls;
-    let done_sql = "SELECT COUNT(*) AS n FROM schedule_schedule WHERE state IN (4, 5)";
-    let polled_sql = "SELECT CAST(COALESCE(SUM(invoke_count - 1), 0) AS SIGNED) AS n FROM schedule_schedule";
+    // The run's own rows only (a range of the primary key): the finished
+    // history is not scanned ten times a second.
+    let done_sql = "SELECT COUNT(*) AS n FROM schedule_schedule WHERE trace_id LIKE 'w%' AND state IN (4, 5)";
+    let polled_sql = "SELECT CAST(COALESCE(SUM(invoke_count - 1), 0) AS SIGNED) AS n FROM schedule_schedule WHERE trace_id LIKE 'w%'";
     let mut first_poll = None;
     let mut peak_rss = 0;
     let mut cpu = 0.0;
@@ -244,6 +270,9 @@ async fn run(contender: &str, a: &Args) -> Figures {
         let polled = count(&db, polled_sql);
         if first_poll.is_none() && polled > 0 {
             first_poll = Some(started.elapsed());
+            if a.perf {
+                perfs = workers.iter().map(perf_stat).collect();
+            }
         }
         if polled != last_polled {
             (last_polled, last_progress) = (polled, started.elapsed());
@@ -266,6 +295,8 @@ async fn run(contender: &str, a: &Args) -> Figures {
     let wall = if stalled { last_progress } else { started.elapsed() };
     cpu = workers.iter().map(|w| tree_cpu_secs(w.id())).sum::<f64>().max(cpu);
     let (db1, broker1) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
+    let switches = workers.iter().map(|w| tree_switches(w.id())).sum();
+    let syscalls = (!perfs.is_empty()).then(|| perfs.iter_mut().map(|(p, out)| perf_syscalls(p, out)).sum());
     for w in &mut workers {
         let _ = Command::new("kill").arg("-TERM").arg(w.id().to_string()).status();
     }
@@ -279,7 +310,10 @@ async fn run(contender: &str, a: &Args) -> Figures {
     }
     let correct = count(
         &db,
-        &format!("SELECT COUNT(*) AS n FROM schedule_schedule WHERE state = 4 AND invoke_count = {}", a.polls + 1),
+        &format!(
+            "SELECT COUNT(*) AS n FROM schedule_schedule WHERE trace_id LIKE 'w%' AND state = 4 AND invoke_count = {}",
+            a.polls + 1
+        ),
     ) as usize;
     let polls = if stalled { count(&db, polled_sql) } else { total };
     Figures {
@@ -293,7 +327,36 @@ async fn run(contender: &str, a: &Args) -> Figures {
         db_cpu: db1 - db0,
         broker_cpu: broker1 - broker0,
         correct,
+        switches,
+        syscalls,
     }
+}
+
+/// `perf stat` counting the system calls of `worker` (every thread, those
+/// started later included) into a file.
+fn perf_stat(worker: &Child) -> (Child, std::path::PathBuf) {
+    let out = std::env::temp_dir().join(format!("celerity-bench-perf-{}.csv", worker.id()));
+    let perf = Command::new("perf")
+        .args(["stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o"])
+        .arg(&out)
+        .args(["-p", &worker.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("--perf needs perf: {e}"));
+    (perf, out)
+}
+
+/// Stops `perf` and reads its count.
+fn perf_syscalls(perf: &mut Child, out: &std::path::Path) -> u64 {
+    let _ = Command::new("kill").arg("-INT").arg(perf.id().to_string()).status();
+    let _ = perf.wait();
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    text.lines()
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no system call count from perf in {}: {text}", out.display()))
 }
 
 fn report(a: &Args, all: &[Figures]) {
@@ -304,13 +367,16 @@ fn report(a: &Args, all: &[Figures]) {
         a.schedules as i64 * a.polls,
         a.inflight
     );
+    if a.finished_rows > 0 {
+        println!("the tables also hold {} schedules finished earlier, with their attempt logs", a.finished_rows);
+    }
     println!(
-        "\n| contender | polls/s | wall s | worker CPU s / 1,000 polls | peak RSS MiB | mariadbd CPU s | RabbitMQ CPU s | final as expected |"
+        "\n| contender | polls/s | wall s | worker CPU s / 1,000 polls | peak RSS MiB | mariadbd CPU s | RabbitMQ CPU s | worker switches / poll | worker syscalls / poll | final as expected |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for f in all {
         println!(
-            "| {}{} | {:.0} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {}/{} |",
+            "| {}{} | {:.0} | {:.1} | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {}/{} |",
             f.name,
             if f.stalled { " (stalled: schedules left open, no progress for 30 s)" } else { "" },
             f.polls_per_sec(),
@@ -319,6 +385,8 @@ fn report(a: &Args, all: &[Figures]) {
             f.peak_rss_kib as f64 / 1024.0,
             f.db_cpu,
             f.broker_cpu,
+            f.per_poll(f.switches),
+            f.syscalls.map_or_else(|| "-".to_owned(), |n| format!("{:.1}", f.per_poll(n))),
             f.correct,
             a.schedules
         );
