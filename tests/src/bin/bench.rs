@@ -338,7 +338,12 @@ async fn run(contender: &str, a: &Args) -> Figures {
 
 /// A global status counter of the server (`SHOW GLOBAL STATUS`).
 fn global_status(db: &TestDatabase, name: &str) -> i64 {
-    count(db, &format!("SELECT CAST(VARIABLE_VALUE AS SIGNED) AS n FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{name}'"))
+    count(
+        db,
+        &format!(
+            "SELECT CAST(VARIABLE_VALUE AS SIGNED) AS n FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = '{name}'"
+        ),
+    )
 }
 
 /// `perf stat` counting the system calls of `worker` (every thread, those

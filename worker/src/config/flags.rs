@@ -279,6 +279,10 @@ pub struct WorkerArgs {
     /// How plugins run.
     #[command(flatten)]
     pub plugins: PluginFlags,
+    /// Seconds between counts of the schedules by status for /metrics (each scans schedule_schedule;
+    /// 0 counts once, at start).
+    #[arg(long, env = "CELERITY_SCHEDULES_COUNT_INTERVAL", default_value_t = Secs(config::DEFAULT_SCHEDULES_COUNT_INTERVAL))]
+    pub schedules_count_interval: Secs,
     /// Bearer token of the HTTP operator controls (/schedules/...); they are off without it.
     #[arg(long, env = "CELERITY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

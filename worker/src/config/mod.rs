@@ -171,7 +171,13 @@ pub struct WorkerConfig {
     pub plugin_max_crashes: u32,
     /// The bearer token of the HTTP operator controls; they are off without it.
     pub admin_token: Option<AdminToken>,
+    /// How often to count the schedules by status for `/metrics` (a scan of
+    /// `schedule_schedule`); `None` counts once, at start.
+    pub schedules_count_interval: Option<Duration>,
 }
+
+/// Default of `--schedules-count-interval`.
+pub const DEFAULT_SCHEDULES_COUNT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The bearer token of the HTTP operator controls, never shown.
 #[derive(Clone, PartialEq, Eq)]
@@ -217,6 +223,7 @@ impl WorkerConfig {
             example_plugin: false,
             plugin_max_crashes: DEFAULT_PLUGIN_MAX_CRASHES,
             admin_token: None,
+            schedules_count_interval: Some(DEFAULT_SCHEDULES_COUNT_INTERVAL),
         }
     }
 

@@ -68,6 +68,8 @@ impl WorkerArgs {
             example_plugin: self.plugins.example_plugin,
             plugin_max_crashes: self.plugins.plugin_max_crashes.max(1),
             admin_token: admin_token(self.admin_token)?,
+            schedules_count_interval: (!self.schedules_count_interval.0.is_zero())
+                .then_some(self.schedules_count_interval.0),
         })
     }
 }

@@ -41,10 +41,8 @@ pub const PAUSED: &str = "celerity_consumption_paused";
 /// 1, labelled with the build: `version`.
 pub const BUILD_INFO: &str = "celerity_build_info";
 /// Schedules by status (POLL, CALLBACK, RETRYING, PAUSED, SUCCESS, FAIL,
-/// EMPTY), counted every [`SCHEDULES_INTERVAL`].
+/// EMPTY), counted every `--schedules-count-interval`.
 pub const SCHEDULES: &str = "celerity_schedules";
-/// How often a worker counts the schedules by status: a scan of the table.
-pub const SCHEDULES_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Python plugin hosts running now.
 pub const PYTHON_HOSTS: &str = "celerity_python_hosts";

@@ -81,7 +81,9 @@ pub async fn run_with(
     // Before the endpoint serves, so the first scrape has the counts; a
     // database that does not answer soon only delays them.
     let _ = tokio::time::timeout(FIRST_COUNT_WAIT, first_scrape::count_once(&db)).await;
-    let _counting = AbortOnDrop(tokio::spawn(first_scrape::count_schedules(db.clone(), meters::SCHEDULES_INTERVAL)));
+    let _counting = config
+        .schedules_count_interval
+        .map(|every| AbortOnDrop(tokio::spawn(first_scrape::count_schedules(db.clone(), every))));
     let pause = Pause::new();
     let probing = tokio::spawn(outage::watch_over(db.clone(), pause.clone()));
     let _probing = AbortOnDrop(probing);
