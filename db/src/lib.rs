@@ -19,6 +19,7 @@ pub mod repo;
 pub mod schema;
 pub mod status;
 pub mod stranded;
+mod tx;
 
 pub use chrono_tz::Tz;
 pub use class::ErrorClass;

@@ -20,6 +20,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::error::DbError;
+use crate::tx;
 use crate::models::{ActionRecord, Parked, PauseRecord, ScheduleRow, State};
 use crate::schema::{celerity_action, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule};
 use crate::status::Status;
@@ -255,7 +256,7 @@ fn released(conn: &mut MysqlConnection, trace_id: &str) -> Result<Vec<Parked>, D
 /// caller runs it. The pause row is locked, so a resume either sees this
 /// message parked or this call sees the pause gone.
 pub fn park(conn: &mut MysqlConnection, parked: &Parked) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
+    tx::transaction(conn, |conn| {
         let paused = lock_pause(conn, &parked.trace_id)?;
         if paused {
             // A redelivery of a message already parked parks nothing more.

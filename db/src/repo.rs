@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use crate::error::DbError;
+use crate::tx;
 use crate::models::{Attempt, NewSchedule, PollChanges, PollResult, RetryState, ScheduleRow, State};
 use crate::schema::{
     celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
@@ -86,7 +87,7 @@ pub fn apply_poll_seen(
     retrying: bool,
 ) -> Result<bool, DbError> {
     let clear = retrying || !OPEN_STATES.contains(&result.state.code());
-    conn.transaction(|conn| {
+    tx::transaction(conn, |conn| {
         let changes = PollChanges {
             state: result.state.code(),
             invoke_count: result.invoke_count,
@@ -129,7 +130,7 @@ pub fn fail(
     finish_at: NaiveDateTime,
     attempt: Option<&Attempt>,
 ) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
+    tx::transaction(conn, |conn| {
         let updated = diesel::update(
             schedule_schedule::table
                 .filter(schedule_schedule::trace_id.eq(trace_id))

@@ -595,6 +595,9 @@ async fn the_sweeper_skips_paused_schedules_and_sends_what_a_dead_resume_release
     };
     assert!(!sweep(true).contains(id.as_str()), "a paused schedule is never stranded");
     let (_conn, ch) = confirmed_channel(&vhost).await;
+    // Declared here too: the worker may still be starting, and a message for
+    // a queue not declared yet would be dropped.
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]))
         .await;
     let db = handle(&tdb);
