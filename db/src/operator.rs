@@ -20,10 +20,10 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::error::DbError;
-use crate::tx;
 use crate::models::{ActionRecord, Parked, PauseRecord, ScheduleRow, State};
 use crate::schema::{celerity_action, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule};
 use crate::status::Status;
+use crate::tx;
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,12 +8,12 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use crate::error::DbError;
-use crate::tx;
 use crate::models::{Attempt, NewSchedule, PollChanges, PollResult, RetryState, ScheduleRow, State};
 use crate::schema::{
     celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
     schedule_schedule,
 };
+use crate::tx;
 
 /// States a poll may still change.
 const OPEN_STATES: [i32; 2] = [State::Poll as i32, State::Callback as i32];
