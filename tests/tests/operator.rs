@@ -62,18 +62,23 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 }
 
 async fn start_schedules(vhost: &Vhost, db: &TestDatabase, ids: &[String], version: &str, data: &str) {
-    let (_conn, ch) = confirmed_channel(vhost).await;
-    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     for id in ids {
         insert_schedule(&db.url(), id, version, State::Poll, data);
-        publish_task(
-            &ch,
-            "",
-            topology::SCHEDULE_QUEUE.name,
-            &task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]),
-        )
-        .await;
     }
+    publish_first(vhost, ids).await;
+}
+
+/// Publishes the producer's first message of each schedule, declaring the
+/// queue first: a worker still starting may not have declared it yet, and a
+/// message for a queue not declared is dropped. Returns the channel.
+async fn publish_first(vhost: &Vhost, ids: &[String]) -> (lapin::Connection, lapin::Channel) {
+    let (conn, ch) = confirmed_channel(vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    for id in ids {
+        let first = task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]);
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &first).await;
+    }
+    (conn, ch)
 }
 
 fn handle(db: &TestDatabase) -> Db {
@@ -290,9 +295,7 @@ async fn stop_mid_poll_ends_fail_and_the_running_poll_changes_nothing() {
     insert_schedule(&tdb.url(), held, "1.0.0", State::Poll, &example_data(3, 0));
     let (code, out, _) = celerity(&tdb, &vhost, &["pause", held]);
     assert_eq!(code, 0, "{out}");
-    let (_conn, ch) = confirmed_channel(&vhost).await;
-    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", held)]))
-        .await;
+    publish_first(&vhost, std::slice::from_ref(held)).await;
     wait_until("parked", Duration::from_secs(20), || parked(&db, held) == 1).await;
     let (code, out, _) = celerity(&tdb, &vhost, &["stop", held, "--reason", "not needed"]);
     assert_eq!(code, 0, "{out}");
@@ -317,10 +320,7 @@ async fn a_parked_message_survives_a_worker_kill_9() {
         ChildGuard::spawn(cmd, dir.join(log))
     };
     let first = start("first.log");
-    let (_conn, ch) = confirmed_channel(&vhost).await;
-    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
-    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]))
-        .await;
+    let (_conn, ch) = publish_first(&vhost, std::slice::from_ref(id)).await;
     let db = handle(&tdb);
     wait_until("parked", Duration::from_secs(30), || parked(&db, id) == 1).await;
     // Acked once parked: the broker no longer holds it, whatever happens to the worker.
@@ -594,12 +594,7 @@ async fn the_sweeper_skips_paused_schedules_and_sends_what_a_dead_resume_release
         out
     };
     assert!(!sweep(true).contains(id.as_str()), "a paused schedule is never stranded");
-    let (_conn, ch) = confirmed_channel(&vhost).await;
-    // Declared here too: the worker may still be starting, and a message for
-    // a queue not declared yet would be dropped.
-    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
-    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]))
-        .await;
+    publish_first(&vhost, std::slice::from_ref(id)).await;
     let db = handle(&tdb);
     wait_until("parked", Duration::from_secs(30), || parked(&db, id) == 1).await;
     // A resume that committed and died before sending: released, still in the table.
