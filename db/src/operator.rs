@@ -140,7 +140,7 @@ pub fn stop_err(reason: &str) -> String {
 /// the parked messages to send again: those it released, and any an
 /// earlier resume released and did not finish sending.
 pub fn apply(conn: &mut MysqlConnection, action: Action, req: &Request) -> Result<(Done, Vec<Parked>), DbError> {
-    conn.transaction(|conn| {
+    tx::transaction(conn, |conn| {
         let Some(row) = schedule_schedule::table
             .find(&req.trace_id)
             .select(ScheduleRow::as_select())

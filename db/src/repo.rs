@@ -186,7 +186,7 @@ pub fn delete_finished_before(conn: &mut MysqlConnection, cutoff: NaiveDateTime,
     }
     let mut total = 0u64;
     loop {
-        let deleted = conn.transaction(|conn| {
+        let deleted = tx::transaction(conn, |conn| {
             let ids: Vec<String> = schedule_schedule::table
                 .filter(schedule_schedule::finish_at.lt(cutoff))
                 .select(schedule_schedule::trace_id)
@@ -259,26 +259,6 @@ pub fn attempts(conn: &mut MysqlConnection, trace_id: &str) -> Result<Vec<Attemp
         .filter(celerity_attempt::trace_id.eq(trace_id))
         .order(celerity_attempt::attempt.asc())
         .select(Attempt::as_select())
-        .load(conn)?)
-}
-
-/// How many schedules are in each `state` value.
-pub fn count_by_state(conn: &mut MysqlConnection) -> Result<Vec<(i32, i64)>, DbError> {
-    Ok(schedule_schedule::table
-        .group_by(schedule_schedule::state)
-        .select((schedule_schedule::state, diesel::dsl::count_star()))
-        .order(schedule_schedule::state.asc())
-        .load(conn)?)
-}
-
-/// How many open schedules (POLL or CALLBACK) are backing off after
-/// transient errors, by their stored state.
-pub fn count_retrying(conn: &mut MysqlConnection) -> Result<Vec<(i32, i64)>, DbError> {
-    Ok(celerity_schedule_retry::table
-        .inner_join(schedule_schedule::table.on(schedule_schedule::trace_id.eq(celerity_schedule_retry::trace_id)))
-        .filter(schedule_schedule::state.eq_any(OPEN_STATES))
-        .group_by(schedule_schedule::state)
-        .select((schedule_schedule::state, diesel::dsl::count_star()))
         .load(conn)?)
 }
 

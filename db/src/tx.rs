@@ -4,7 +4,8 @@
 //! `batch_execute`, which switches the server's multi-statement option on
 //! before each and off after: three round trips where one does. A poll's
 //! transaction paid four extra round trips that way, as many as its
-//! statements (BENCHMARKS.md, "Round trips per poll"). Here `BEGIN` and
+//! statements (BENCHMARKS.md, "Round trips per poll"). Every transaction
+//! Celerity runs goes through here: `BEGIN` and
 //! `COMMIT` are prepared statements, prepared once per connection and then
 //! executed; `ROLLBACK` stays on the text protocol, because executing a
 //! prepared statement would clear the diagnostics area that

@@ -23,8 +23,8 @@ use thiserror::Error;
 
 use crate::broker::{BrokerError, Publish, Publisher};
 use crate::config::SweepSettings;
+use crate::operator::resend;
 use crate::tasks::messages::Sender;
-use crate::tasks::parking;
 
 /// Schedules with no sign of life since this time are stranded.
 fn cutoff(settings: SweepSettings, db: &Db) -> chrono::NaiveDateTime {
@@ -81,20 +81,16 @@ pub async fn sweep_once(
                     stranded::record(conn, schedule, db.now())?;
                     tracing::warn!(trace_id = %schedule.trace_id, invoke_count = schedule.invoke_count, "stranded schedule re-enqueued");
                 }
-                // Parked messages a resume released and did not send (it died).
-                for parked in operator::released_before(conn, cutoff(settings, &db), settings.batch)? {
-                    let msg = match parking::from_text(&parked.message) {
-                        Ok(msg) => msg,
-                        Err(e) => {
-                            tracing::error!(trace_id = %parked.trace_id, task_id = %parked.task_id, error = %e, "a parked message cannot be read; it stays parked");
-                            continue;
-                        }
-                    };
-                    if let Err(e) = runtime.block_on(publisher.publish_task_to_queue(&parked.queue, &msg)) {
-                        return Ok(Err(e));
+                // Parked messages a resume released and did not send (it
+                // died): sent as a resume sends them, under the lock so that
+                // two sweepers do not both send them.
+                let released = operator::released_before(conn, cutoff(settings, &db), settings.batch)?;
+                if !released.is_empty() {
+                    let sent = runtime.block_on(resend::resend(&db, &publisher, &released));
+                    tracing::warn!(sent = sent.sent, "a resumed schedule's parked messages sent again");
+                    if let Some(problem) = sent.problem() {
+                        tracing::warn!(%problem, "the next round tries again");
                     }
-                    operator::unpark(conn, &parked.trace_id, &parked.task_id)?;
-                    tracing::warn!(trace_id = %parked.trace_id, task_id = %parked.task_id, "a resumed schedule's parked message sent again");
                 }
                 Ok(Ok(SweepOutcome::Swept(found)))
             })();
