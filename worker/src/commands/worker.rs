@@ -8,9 +8,19 @@ use crate::config::flags::WorkerArgs;
 use crate::control::logging;
 
 /// Checks the flags, starts logging and runs the worker until `shutdown`.
-pub fn run(args: WorkerArgs, runtime: &Runtime, shutdown: impl Future<Output = ()>) -> Result<String, String> {
+pub fn run(
+    args: WorkerArgs,
+    runtime: &Runtime,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<String, String> {
     let config = args.into_config()?;
     logging::init(config.log_format);
-    runtime.block_on(crate::worker::run(config, shutdown)).map_err(|e| e.to_string())?;
+    // On a runtime thread, not `block_on`'s: there, the session's loop
+    // woke one more thread for every delivery (BENCHMARKS.md, issue 19).
+    let worker = runtime.spawn(crate::worker::run(config, shutdown));
+    match runtime.block_on(worker) {
+        Ok(ran) => ran.map_err(|e| e.to_string())?,
+        Err(join) => return Err(format!("the worker stopped: {join}")),
+    }
     Ok(String::new())
 }

@@ -14,13 +14,21 @@ mod tests;
 
 use std::sync::Arc;
 
+use lapin::Channel;
 use lapin::message::Delivery;
 use tokio::sync::{Semaphore, watch};
 
 use crate::tasks::Ctx;
 
-/// Handles one delivery of a running worker, from decoding to settlement.
-pub async fn handle(ctx: Arc<Ctx>, delivery: Delivery, permits: Arc<Semaphore>, stopping: watch::Receiver<bool>) {
+/// Handles one delivery of a running worker, from decoding to settlement
+/// on `channel`, the channel it came on.
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    channel: Channel,
+    delivery: Delivery,
+    permits: Arc<Semaphore>,
+    stopping: watch::Receiver<bool>,
+) {
     let handled = dispatch::dispatch(&ctx, &delivery, &permits, stopping).await;
-    settle::settle(&delivery, handled).await;
+    settle::settle(&channel, &delivery, handled).await;
 }

@@ -122,7 +122,8 @@ pub(super) async fn session<F: Future<Output = ()>>(
             }
             delivery = rx.recv() => match delivery {
                 Some(Ok(delivery)) => {
-                    tasks.spawn(delivery::handle(ctx.clone(), delivery, permits.clone(), stop_rx.clone()));
+                    let channel = consume.clone();
+                    tasks.spawn(delivery::handle(ctx.clone(), channel, delivery, permits.clone(), stop_rx.clone()));
                 }
                 Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
                 // The session holds a sender: the channel never closes while it runs.
