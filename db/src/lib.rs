@@ -15,6 +15,7 @@ pub mod migrate;
 mod models;
 pub mod operator;
 mod pool;
+mod prepared;
 pub mod repo;
 pub mod schema;
 pub mod status;

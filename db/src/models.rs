@@ -139,18 +139,6 @@ pub struct PollResult {
     pub release_lock: bool,
 }
 
-/// The columns a [`PollResult`] changes (`None` fields are left alone).
-#[derive(Debug, AsChangeset)]
-#[diesel(table_name = schedule_schedule)]
-pub(crate) struct PollChanges<'a> {
-    pub(crate) state: i32,
-    pub(crate) invoke_count: i32,
-    pub(crate) data: Option<&'a str>,
-    pub(crate) err: Option<&'a str>,
-    pub(crate) finish_at: Option<NaiveDateTime>,
-    pub(crate) scheduling: Option<bool>,
-}
-
 /// Retry bookkeeping of one schedule (a row exists while it is RETRYING).
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = celerity_schedule_retry)]

@@ -8,7 +8,8 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use crate::error::DbError;
-use crate::models::{Attempt, NewSchedule, PollChanges, PollResult, RetryState, ScheduleRow, State};
+use crate::models::{Attempt, NewSchedule, PollResult, RetryState, ScheduleRow, State};
+use crate::prepared::{GuardedUpdate, LogAttempt};
 use crate::schema::{
     celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
     schedule_schedule,
@@ -88,21 +89,16 @@ pub fn apply_poll_seen(
 ) -> Result<bool, DbError> {
     let clear = retrying || !OPEN_STATES.contains(&result.state.code());
     tx::transaction(conn, |conn| {
-        let changes = PollChanges {
+        let updated = GuardedUpdate {
+            trace_id: &result.trace_id,
+            seen_invoke_count: result.seen_invoke_count,
             state: result.state.code(),
             invoke_count: result.invoke_count,
             data: result.data.as_deref(),
             err: result.err.as_deref(),
             finish_at: result.finish_at,
             scheduling: result.release_lock.then_some(false),
-        };
-        let updated = diesel::update(
-            schedule_schedule::table
-                .filter(schedule_schedule::trace_id.eq(&result.trace_id))
-                .filter(schedule_schedule::invoke_count.eq(result.seen_invoke_count))
-                .filter(schedule_schedule::state.eq_any(OPEN_STATES)),
-        )
-        .set(&changes)
+        }
         .execute(conn)?;
         if updated == 0 {
             return Ok(false);
@@ -113,7 +109,7 @@ pub fn apply_poll_seen(
         if let Some(attempt) = attempt {
             // A poll that failed before running the plugin keeps its invoke_count,
             // so its attempt number may already be logged.
-            diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)?;
+            LogAttempt(attempt).execute(conn)?;
         }
         Ok(true)
     })
@@ -149,7 +145,7 @@ pub fn fail(
         clear_retry(conn, trace_id)?;
         if let Some(attempt) = attempt {
             // The attempt may already be logged if a FAIL is written twice.
-            diesel::insert_or_ignore_into(celerity_attempt::table).values(attempt).execute(conn)?;
+            LogAttempt(attempt).execute(conn)?;
         }
         Ok(true)
     })

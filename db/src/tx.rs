@@ -15,6 +15,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{MysqlConnection, RunQueryDsl};
 
 use crate::error::DbError;
+use crate::prepared::{Begin, Commit};
 
 /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back
 /// when it returns an error (which is returned as it was). Not nestable, and
@@ -23,9 +24,9 @@ pub(crate) fn transaction<T>(
     conn: &mut MysqlConnection,
     f: impl FnOnce(&mut MysqlConnection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    diesel::sql_query("BEGIN").execute(conn)?;
+    Begin.execute(conn)?;
     let done = f(conn).and_then(|value| {
-        diesel::sql_query("COMMIT").execute(conn)?;
+        Commit.execute(conn)?;
         Ok(value)
     });
     if done.is_err() {

@@ -132,7 +132,7 @@ struct Figures {
     /// Context switches of the workers' threads.
     switches: u64,
     /// System calls of the workers, when counted with `--perf`.
-    syscalls: Option<u64>,
+    syscalls: Option<Syscalls>,
 }
 
 impl Figures {
@@ -300,7 +300,10 @@ async fn run(contender: &str, a: &Args) -> Figures {
     cpu = workers.iter().map(|w| tree_cpu_secs(w.id())).sum::<f64>().max(cpu);
     let (db1, broker1) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
     let switches = workers.iter().map(|w| tree_switches(w.id())).sum();
-    let syscalls = (!perfs.is_empty()).then(|| perfs.iter_mut().map(|(p, out)| perf_syscalls(p, out)).sum());
+    let syscalls = (!perfs.is_empty()).then(|| {
+        let counted: Vec<Syscalls> = perfs.iter_mut().map(|(p, out)| perf_syscalls(p, out)).collect();
+        Syscalls::sum(&counted)
+    });
     for w in &mut workers {
         let _ = Command::new("kill").arg("-TERM").arg(w.id().to_string()).status();
     }
@@ -346,12 +349,35 @@ fn global_status(db: &TestDatabase, name: &str) -> i64 {
     )
 }
 
+/// The system calls `--perf` names apart; the rest are counted in the total.
+const NAMED_SYSCALLS: [&str; 10] =
+    ["futex", "recvfrom", "sendto", "poll", "epoll_wait", "write", "read", "writev", "getrandom", "sched_yield"];
+
+/// System calls of the workers once polls landed: all, and each named one.
+#[derive(Debug, Clone, Default)]
+struct Syscalls {
+    total: u64,
+    by_call: Vec<(&'static str, u64)>,
+}
+
+impl Syscalls {
+    fn sum(all: &[Syscalls]) -> Syscalls {
+        let by_call = NAMED_SYSCALLS
+            .iter()
+            .map(|name| (*name, all.iter().flat_map(|s| &s.by_call).filter(|(n, _)| n == name).map(|(_, c)| c).sum()))
+            .collect();
+        Syscalls { total: all.iter().map(|s| s.total).sum(), by_call }
+    }
+}
+
 /// `perf stat` counting the system calls of `worker` (every thread, those
-/// started later included) into a file.
+/// started later included), all and each named one, into a file.
 fn perf_stat(worker: &Child) -> (Child, std::path::PathBuf) {
     let out = std::env::temp_dir().join(format!("celerity-bench-perf-{}.csv", worker.id()));
+    let mut events = vec!["raw_syscalls:sys_enter".to_owned()];
+    events.extend(NAMED_SYSCALLS.iter().map(|n| format!("syscalls:sys_enter_{n}")));
     let perf = Command::new("perf")
-        .args(["stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o"])
+        .args(["stat", "-e", &events.join(","), "-x", ",", "-o"])
         .arg(&out)
         .args(["-p", &worker.id().to_string()])
         .stdout(Stdio::null())
@@ -361,16 +387,22 @@ fn perf_stat(worker: &Child) -> (Child, std::path::PathBuf) {
     (perf, out)
 }
 
-/// Stops `perf` and reads its count.
-fn perf_syscalls(perf: &mut Child, out: &std::path::Path) -> u64 {
+/// Stops `perf` and reads its counts.
+fn perf_syscalls(perf: &mut Child, out: &std::path::Path) -> Syscalls {
     let _ = Command::new("kill").arg("-INT").arg(perf.id().to_string()).status();
     let _ = perf.wait();
     let text = std::fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .find(|l| l.contains("raw_syscalls:sys_enter"))
-        .and_then(|l| l.split(',').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no system call count from perf in {}: {text}", out.display()))
+    let count = |event: &str| {
+        text.lines()
+            .find(|l| l.split(',').nth(2) == Some(event))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {event} count from perf in {}: {text}", out.display()))
+    };
+    Syscalls {
+        total: count("raw_syscalls:sys_enter"),
+        by_call: NAMED_SYSCALLS.iter().map(|n| (*n, count(&format!("syscalls:sys_enter_{n}")))).collect(),
+    }
 }
 
 fn report(a: &Args, all: &[Figures]) {
@@ -400,10 +432,21 @@ fn report(a: &Args, all: &[Figures]) {
             f.db_cpu,
             f.broker_cpu,
             f.per_poll(f.switches),
-            f.syscalls.map_or_else(|| "-".to_owned(), |n| format!("{:.1}", f.per_poll(n))),
+            f.syscalls.as_ref().map_or_else(|| "-".to_owned(), |s| format!("{:.1}", f.per_poll(s.total))),
             f.correct,
             a.schedules
         );
+    }
+    if all.iter().any(|f| f.syscalls.is_some()) {
+        println!("\nSystem calls per poll, by call (`perf stat`, from the first poll):\n");
+        println!("| contender | {} | other |", NAMED_SYSCALLS.join(" | "));
+        println!("|---|{}---|", "---|".repeat(NAMED_SYSCALLS.len()));
+        for f in all {
+            let Some(s) = &f.syscalls else { continue };
+            let named: u64 = s.by_call.iter().map(|(_, c)| c).sum();
+            let cells: Vec<String> = s.by_call.iter().map(|(_, c)| format!("{:.1}", f.per_poll(*c))).collect();
+            println!("| {} | {} | {:.1} |", f.name, cells.join(" | "), f.per_poll(s.total.saturating_sub(named)));
+        }
     }
     let get = |name: &str| all.iter().find(|f| f.name == name);
     let python = all
