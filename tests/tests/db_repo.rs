@@ -161,6 +161,59 @@ fn guarded_poll_update_applies_once_and_a_duplicate_changes_nothing() {
     assert_eq!((row.state().unwrap(), row.finish_at, row.err.as_str()), (State::Success, Some(now), ""));
 }
 
+#[derive(QueryableByName)]
+struct SessionStatus {
+    #[diesel(sql_type = Text, column_name = "Value")]
+    value: String,
+}
+
+/// Statements this session has prepared; the query itself is one of them.
+fn session_prepares(conn: &mut MysqlConnection) -> i64 {
+    let status =
+        diesel::sql_query("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'").get_result::<SessionStatus>(conn).unwrap();
+    status.value.parse().unwrap()
+}
+
+#[test]
+fn a_polls_transaction_reuses_its_prepared_statements_and_keeps_what_it_leaves_alone() {
+    let (tdb, db) = django_made();
+    let mut conn = tdb.connect();
+    let now = db.now();
+    for trace_id in ["p1", "p2"] {
+        repo::insert(&mut conn, &new_schedule(trace_id, now)).unwrap();
+    }
+    let poll = |trace_id: &str| PollResult {
+        trace_id: trace_id.into(),
+        seen_invoke_count: 1,
+        state: State::Poll,
+        invoke_count: 2,
+        data: Some(r#"{"polled": 1}"#.into()),
+        err: None,
+        finish_at: None,
+        release_lock: false,
+    };
+    let failed = |trace_id: &str| PollResult {
+        state: State::Fail,
+        data: None,
+        err: Some("boom".into()),
+        finish_at: Some(now),
+        ..poll(trace_id)
+    };
+    // The first poll on a connection prepares its statements (a final one
+    // also clears retry bookkeeping).
+    assert!(repo::apply_poll_seen(&mut conn, &failed("p1"), Some(&attempt("p1", 2, "FAIL", now)), false).unwrap());
+    // A later one only executes them: BEGIN, UPDATE, DELETE, INSERT and
+    // COMMIT are not prepared again (only the status query itself is).
+    let before = session_prepares(&mut conn);
+    assert!(repo::apply_poll_seen(&mut conn, &failed("p2"), Some(&attempt("p2", 2, "FAIL", now)), false).unwrap());
+    assert_eq!(session_prepares(&mut conn) - before, 1, "a poll's transaction prepared its statements again");
+    // A column the poll leaves alone (`data: None`) keeps what is stored.
+    let row = repo::load(&mut conn, "p2").unwrap();
+    assert_eq!((row.state().unwrap(), row.invoke_count), (State::Fail, 2));
+    assert_eq!((row.data, row.err.as_str(), row.finish_at), (new_schedule("p2", now).data, "boom", Some(now)));
+    assert_eq!(repo::attempts(&mut conn, "p2").unwrap(), vec![attempt("p2", 2, "FAIL", now)]);
+}
+
 #[test]
 fn fail_keeps_data_sets_err_and_finish_at_once() {
     let (_tdb, db) = django_made();
