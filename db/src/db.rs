@@ -2,7 +2,7 @@
 //! runs on `spawn_blocking`, under a deadline, and a connection that saw a
 //! connection-level error is dropped from the pool.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
@@ -87,13 +87,41 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&mut MysqlConnection) -> Result<T, DbError> + Send + 'static,
     {
+        self.call_after(|| (), move |(), conn| f(conn)).await.map(|((), value)| value)
+    }
+
+    /// Runs `work` and then `f` with what it made, on one thread of the
+    /// blocking pool: one hand-off where two would be, when `work` must not
+    /// run on the async side either (a Rust plugin's step before the update
+    /// that stores it). The call deadline of [`Db::call`] counts from the
+    /// end of `work`, so slow work is never taken for a hung server.
+    pub async fn call_after<W, T, G, F>(&self, work: G, f: F) -> Result<(W, T), DbError>
+    where
+        W: Send + 'static,
+        T: Send + 'static,
+        G: FnOnce() -> W + Send + 'static,
+        F: FnOnce(&W, &mut MysqlConnection) -> Result<T, DbError> + Send + 'static,
+    {
         let db = self.clone();
         let deadline = self.inner.config.call_timeout;
-        let task = tokio::task::spawn_blocking(move || db.blocking(f));
-        match tokio::time::timeout(deadline, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(DbError::Task(join.to_string())),
-            Err(_) => Err(DbError::Deadline(deadline)),
+        let worked = Arc::new(OnceLock::new());
+        let mark = worked.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let made = work();
+            let _ = mark.set(Instant::now());
+            db.blocking(|conn| f(&made, conn)).map(|value| (made, value))
+        });
+        loop {
+            let left = worked.get().map_or(deadline, |at: &Instant| deadline.saturating_sub(at.elapsed()));
+            match tokio::time::timeout(left, &mut task).await {
+                Ok(Ok(result)) => return result,
+                Ok(Err(join)) => return Err(DbError::Task(join.to_string())),
+                Err(_) if worked.get().is_some_and(|at| at.elapsed() >= deadline) => {
+                    return Err(DbError::Deadline(deadline));
+                }
+                // Still working, or the database part started less than a deadline ago.
+                Err(_) => {}
+            }
         }
     }
 }

@@ -404,3 +404,20 @@ async fn async_calls_run_off_the_runtime() {
     assert_eq!(row.trace_id, "t5");
     db.call(repo::ping).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_before_a_call_does_not_count_toward_its_deadline() {
+    let tdb = TestDatabase::create();
+    let config = DbConfig { call_timeout: std::time::Duration::from_millis(500), ..DbConfig::new(tdb.url()) };
+    let db = Db::new(config).unwrap();
+    // Work three deadlines long (a slow plugin step), then a quick statement.
+    let slow = || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        "stepped"
+    };
+    let (made, ()) = db.call_after(slow, |_, c| repo::ping(c)).await.unwrap();
+    assert_eq!(made, "stepped");
+    // The deadline still bounds the database's part.
+    let hung = db.call_after(|| (), |_, c| diesel::sql_query("SELECT SLEEP(2)").execute(c).map_err(Into::into)).await;
+    assert!(matches!(hung, Err(celerity_db::DbError::Deadline(_))), "{hung:?}");
+}

@@ -12,5 +12,5 @@ pub mod step;
 
 pub use self::plugin::{Callback, Context, Outcome, Plugin};
 pub use self::registry::Registry;
-pub use self::sources::{Plugins, Runs};
+pub use self::sources::{Local, Plugins, Runs};
 pub use self::step::{PluginCallbackInfo, StepError, StepInput, StepOutcome, StepResult};

@@ -17,6 +17,15 @@ pub struct Plugins {
     python: Option<Arc<Pool>>,
 }
 
+/// A step as [`Plugins::local`] finds it.
+pub enum Local<F> {
+    /// A Rust plugin of this process takes it: blocking work to run off the
+    /// async side.
+    Step(F),
+    /// A Python plugin, or none, takes it: the input back, for [`Plugins::step`].
+    Elsewhere(StepInput),
+}
+
 /// What runs a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Runs {
@@ -73,22 +82,47 @@ impl Plugins {
 
     /// One step of the plugin of `input.version`, wherever it runs.
     pub async fn step(&self, input: StepInput) -> Result<StepResult, StepError> {
-        let started = Instant::now();
-        let version = input.version.clone();
-        let result = if self.rust.contains(&version) {
-            let rust = self.rust.clone();
-            let ran = tokio::task::spawn_blocking(move || rust.step(input))
-                .await
-                .unwrap_or_else(|join| panic!("a plugin step panicked outside the plugin: {join}"));
-            Ok(ran.unwrap_or_else(|| StepResult::invalid(format!("can not find plugin for version {version}"))))
-        } else if let Some(pool) = self.python.as_ref().filter(|p| p.version(&version).is_some()) {
-            pool.step(&input).await
-        } else {
-            // Not measured: versions named only by bad rows would be unbounded labels.
-            return Ok(StepResult::invalid(format!("can not find plugin for version {version}")));
+        let input = match self.local(input) {
+            Local::Step(step) => {
+                return Ok(tokio::task::spawn_blocking(step)
+                    .await
+                    .unwrap_or_else(|join| panic!("a plugin step panicked outside the plugin: {join}")));
+            }
+            Local::Elsewhere(input) => input,
         };
-        record(&version, &result, started);
+        let Some(pool) = self.python.as_ref().filter(|p| p.version(&input.version).is_some()) else {
+            // Not measured: versions named only by bad rows would be unbounded labels.
+            return Ok(StepResult::invalid(format!("can not find plugin for version {}", input.version)));
+        };
+        let started = Instant::now();
+        let result = pool.step(&input).await;
+        let outcome = match &result {
+            Ok(result) => result.label(),
+            Err(StepError::HostDied(_)) => "host died",
+            Err(StepError::TimedOut(_)) => "timed out",
+            Err(StepError::NoHost(_)) => "no host",
+        };
+        record(&input.version, outcome, started);
         result
+    }
+
+    /// The step of `input` as blocking work to run off the async side, when
+    /// a Rust plugin of this process takes it (its caller may run it on the
+    /// thread that then stores the result); `input` back otherwise.
+    pub fn local(&self, input: StepInput) -> Local<impl FnOnce() -> StepResult + Send + 'static> {
+        if !self.rust.contains(&input.version) {
+            return Local::Elsewhere(input);
+        }
+        let rust = self.rust.clone();
+        Local::Step(move || {
+            let started = Instant::now();
+            let version = input.version.clone();
+            let result = rust
+                .step(input)
+                .unwrap_or_else(|| StepResult::invalid(format!("can not find plugin for version {version}")));
+            record(&version, result.label(), started);
+            result
+        })
     }
 
     /// Stops the Python hosts (the worker is stopping).
@@ -100,13 +134,7 @@ impl Plugins {
 }
 
 /// How long a step took, by version and outcome.
-fn record(version: &str, result: &Result<StepResult, StepError>, started: Instant) {
-    let outcome = match result {
-        Ok(result) => result.label(),
-        Err(StepError::HostDied(_)) => "host died",
-        Err(StepError::TimedOut(_)) => "timed out",
-        Err(StepError::NoHost(_)) => "no host",
-    };
+fn record(version: &str, outcome: &'static str, started: Instant) {
     metrics::histogram!(meters::STEP_SECONDS, "version" => version.to_owned(), "outcome" => outcome)
         .record(started.elapsed());
 }

@@ -13,6 +13,7 @@ use celerity_db::{Attempt, DbError, Parked, PollResult, RetryState, ScheduleRow,
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use lapin::BasicProperties;
 
+use super::decide::Decision;
 use super::messages::Sender;
 use super::{Ctx, Origin, Store};
 use crate::broker::properties::properties_of;
@@ -124,6 +125,38 @@ impl Tables {
     }
 }
 
+impl FakeStore {
+    /// The guarded update with its attempt-log row, as the real one applies it.
+    fn apply(&self, result: &PollResult, attempt: Attempt, retrying: bool) -> Result<bool, DbError> {
+        let mut tables = self.call("apply_poll")?;
+        if let Some(change) = tables.before_apply.take() {
+            change(&mut tables);
+        }
+        let Some(row) = tables.rows.get_mut(&result.trace_id) else { return Ok(false) };
+        let open = row.state == State::Poll.code() || row.state == State::Callback.code();
+        if !open || row.invoke_count != result.seen_invoke_count {
+            return Ok(false);
+        }
+        row.state = result.state.code();
+        row.invoke_count = result.invoke_count;
+        if let Some(data) = &result.data {
+            row.data.clone_from(data);
+        }
+        if let Some(err) = &result.err {
+            row.err.clone_from(err);
+        }
+        row.finish_at = result.finish_at;
+        if result.release_lock {
+            row.scheduling = false;
+        }
+        if retrying || result.state.is_final() {
+            tables.retrying.remove(&result.trace_id);
+        }
+        tables.attempts.entry((attempt.trace_id.clone(), attempt.attempt)).or_insert(attempt);
+        Ok(true)
+    }
+}
+
 impl Store for FakeStore {
     fn now(&self) -> NaiveDateTime {
         now()
@@ -166,33 +199,13 @@ impl Store for FakeStore {
         Ok((tables.row(trace_id)?.clone(), tables.attempts.get(&(trace_id.to_owned(), invoke_count)).cloned()))
     }
 
-    async fn apply_poll(&self, result: PollResult, attempt: Attempt, retrying: bool) -> Result<bool, DbError> {
-        let mut tables = self.call("apply_poll")?;
-        if let Some(change) = tables.before_apply.take() {
-            change(&mut tables);
-        }
-        let Some(row) = tables.rows.get_mut(&result.trace_id) else { return Ok(false) };
-        let open = row.state == State::Poll.code() || row.state == State::Callback.code();
-        if !open || row.invoke_count != result.seen_invoke_count {
-            return Ok(false);
-        }
-        row.state = result.state.code();
-        row.invoke_count = result.invoke_count;
-        if let Some(data) = &result.data {
-            row.data.clone_from(data);
-        }
-        if let Some(err) = &result.err {
-            row.err.clone_from(err);
-        }
-        row.finish_at = result.finish_at;
-        if result.release_lock {
-            row.scheduling = false;
-        }
-        if retrying || result.state.is_final() {
-            tables.retrying.remove(&result.trace_id);
-        }
-        tables.attempts.entry((attempt.trace_id.clone(), attempt.attempt)).or_insert(attempt);
-        Ok(true)
+    async fn apply_poll<F>(&self, decide: F, retrying: bool) -> Result<(Decision, bool), DbError>
+    where
+        F: FnOnce(&dyn Fn() -> NaiveDateTime) -> (Decision, Attempt) + Send + 'static,
+    {
+        let (decision, attempt) = decide(&now);
+        let applied = self.apply(&decision.result, attempt, retrying)?;
+        Ok((decision, applied))
     }
 
     async fn fail(&self, trace_id: &str, err: &str, finish_at: NaiveDateTime) -> Result<bool, DbError> {

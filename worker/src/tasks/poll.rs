@@ -6,14 +6,15 @@
 
 use celerity_db::repo::ForPoll;
 use celerity_db::{Attempt, DbError, State};
+use chrono::NaiveDateTime;
 
 use broker_proto::AMQPValue;
 
-use super::decide::{Prepared, conclude, fail_unrun, prepare};
+use super::decide::{Decision, Prepared, conclude, fail_unrun, prepare};
 use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
-use crate::plugins::{Callback, StepError};
+use crate::plugins::{Callback, Local, StepError, StepResult};
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Runs one poll of `trace_id`: load, plugin, guarded update, next poll.
@@ -62,41 +63,42 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             }
         }
         let now = ctx.store.now();
-        let mut decision = match prepare(&row, callback, now) {
+        let pending = match prepare(&row, callback, now) {
             Prepared::AlreadyFinal => {
                 tracing::info!("schedule already final; nothing to do");
                 return self.release(trace_id, holds_lock, Handled::AlreadyFinal).await;
             }
-            Prepared::Decided(decision) => decision,
-            Prepared::Step(input) => match ctx.plugins.step(input).await {
-                Ok(step) => conclude(&row, step, ctx.store.now()),
-                Err(StepError::TimedOut(limit)) => {
-                    fail_unrun(&row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)
-                }
-                Err(StepError::HostDied(status)) => return self.after_host_death(trace_id, status).await,
-                Err(e @ StepError::NoHost(_)) => {
-                    return self.retry_later(Some(trace_id), "plugin host", e.to_string()).await;
-                }
+            Prepared::Decided(decision) => Pending::Decided(decision),
+            // A Rust plugin's step runs on the thread of the update after it.
+            Prepared::Step(input) => match ctx.plugins.local(input) {
+                Local::Step(step) => Pending::Step(Box::new(step)),
+                Local::Elsewhere(input) => match ctx.plugins.step(input).await {
+                    Ok(step) => Pending::Decided(conclude(&row, step, ctx.store.now())),
+                    Err(StepError::TimedOut(limit)) => Pending::Decided(fail_unrun(
+                        &row,
+                        format!("plugin schedule timed out after {} s", limit.as_secs_f64()),
+                        now,
+                    )),
+                    Err(StepError::HostDied(status)) => return self.after_host_death(trace_id, status).await,
+                    Err(e @ StepError::NoHost(_)) => {
+                        return self.retry_later(Some(trace_id), "plugin host", e.to_string()).await;
+                    }
+                },
             },
         };
-        decision.result.release_lock = holds_lock;
-        let ended = ctx.store.now();
-        let attempt = Attempt {
-            trace_id: trace_id.to_owned(),
-            attempt: decision.result.invoke_count,
-            started_at: started,
-            ended_at: ended,
-            outcome: decision.result.state.name().to_owned(),
-            error: decision.result.err.clone().unwrap_or_default(),
-            hostname: ctx.config.hostname.clone(),
-            next_poll_at: decision
-                .next_poll
-                .map(|secs| ended + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
-            task_id: Some(self.msg.id.clone()),
+        let (hostname, task_id) = (ctx.config.hostname.clone(), self.msg.id.clone());
+        let decide = move |now: &dyn Fn() -> NaiveDateTime| {
+            let mut decision = match pending {
+                Pending::Decided(decision) => decision,
+                Pending::Step(step) => conclude(&row, step(), now()),
+            };
+            decision.result.release_lock = holds_lock;
+            let attempt = attempt_of(&decision, started, now(), hostname, task_id);
+            (decision, attempt)
         };
-        match ctx.store.apply_poll(decision.result.clone(), attempt, retrying).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let decision = match ctx.store.apply_poll(decide, retrying).await {
+            Ok((decision, true)) => decision,
+            Ok((decision, false)) => {
                 // The row moved on while this poll ran. If it was this message's
                 // own earlier try, whose commit landed late (a frozen server),
                 // nobody published the next poll yet.
@@ -112,7 +114,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                 return self.release(trace_id, holds_lock, Handled::Stale).await;
             }
             Err(e) => return self.on_db_error(Some(trace_id), e).await,
-        }
+        };
         tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
         if let Some(countdown) = decision.next_poll {
             let next = ctx.sender.schedule(trace_id, decision.result.invoke_count, countdown);
@@ -201,5 +203,35 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             Ok(()) => Ok(done),
             Err(e) => self.on_db_error(Some(trace_id), e).await,
         }
+    }
+}
+
+/// A poll's decision before its update: made already, or to be made from
+/// a Rust plugin's step on the thread that applies it.
+enum Pending {
+    Decided(Decision),
+    Step(Box<dyn FnOnce() -> StepResult + Send>),
+}
+
+/// The attempt-log row of `decision`, ended at `ended`.
+fn attempt_of(
+    decision: &Decision,
+    started: NaiveDateTime,
+    ended: NaiveDateTime,
+    hostname: String,
+    task_id: String,
+) -> Attempt {
+    Attempt {
+        trace_id: decision.result.trace_id.clone(),
+        attempt: decision.result.invoke_count,
+        started_at: started,
+        ended_at: ended,
+        outcome: decision.result.state.name().to_owned(),
+        error: decision.result.err.clone().unwrap_or_default(),
+        hostname,
+        next_poll_at: decision
+            .next_poll
+            .map(|secs| ended + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)),
+        task_id: Some(task_id),
     }
 }

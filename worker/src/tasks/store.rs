@@ -5,8 +5,10 @@
 use std::future::Future;
 
 use celerity_db::repo::ForPoll;
-use celerity_db::{Attempt, Db, DbError, Parked, PollResult, RetryState, ScheduleRow, operator, repo};
+use celerity_db::{Attempt, Db, DbError, Parked, RetryState, ScheduleRow, operator, repo};
 use chrono::NaiveDateTime;
+
+use super::decide::Decision;
 
 /// The statements of the tasks, each one call.
 pub trait Store: Send + Sync + 'static {
@@ -36,13 +38,17 @@ pub trait Store: Send + Sync + 'static {
         invoke_count: i32,
     ) -> impl Future<Output = Result<(ScheduleRow, Option<Attempt>), DbError>> + Send;
 
-    /// The guarded update with its attempt-log row; whether it applied.
-    fn apply_poll(
+    /// Makes a poll's decision with `decide`, given a clock (it may run a
+    /// Rust plugin's step, which may block), then applies the guarded update
+    /// with its attempt-log row, both on one blocking thread; the decision
+    /// and whether it applied.
+    fn apply_poll<F>(
         &self,
-        result: PollResult,
-        attempt: Attempt,
+        decide: F,
         retrying: bool,
-    ) -> impl Future<Output = Result<bool, DbError>> + Send;
+    ) -> impl Future<Output = Result<(Decision, bool), DbError>> + Send
+    where
+        F: FnOnce(&dyn Fn() -> NaiveDateTime) -> (Decision, Attempt) + Send + 'static;
 
     /// FAIL with `err` and `finish_at` unless already final; whether it applied.
     fn fail(
@@ -102,8 +108,19 @@ impl Store for Db {
         self.call(move |c| Ok((repo::load(c, &id)?, repo::attempt(c, &id, invoke_count)?))).await
     }
 
-    async fn apply_poll(&self, result: PollResult, attempt: Attempt, retrying: bool) -> Result<bool, DbError> {
-        self.call(move |c| repo::apply_poll_seen(c, &result, Some(&attempt), retrying)).await
+    async fn apply_poll<F>(&self, decide: F, retrying: bool) -> Result<(Decision, bool), DbError>
+    where
+        F: FnOnce(&dyn Fn() -> NaiveDateTime) -> (Decision, Attempt) + Send + 'static,
+    {
+        let clock = self.clone();
+        let decided = self
+            .call_after(
+                move || decide(&|| clock.now()),
+                move |(decision, attempt), c| repo::apply_poll_seen(c, &decision.result, Some(attempt), retrying),
+            )
+            .await?;
+        let ((decision, _), applied) = decided;
+        Ok((decision, applied))
     }
 
     async fn fail(&self, trace_id: &str, err: &str, finish_at: NaiveDateTime) -> Result<bool, DbError> {
