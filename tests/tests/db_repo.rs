@@ -63,6 +63,20 @@ fn attempt(trace_id: &str, n: i32, outcome: &str, now: NaiveDateTime) -> Attempt
     }
 }
 
+/// The first poll of a new schedule, keeping it in POLL.
+fn first_poll(trace_id: &str) -> PollResult {
+    PollResult {
+        trace_id: trace_id.into(),
+        seen_invoke_count: 1,
+        state: State::Poll,
+        invoke_count: 2,
+        data: Some(r#"{"polled": 1}"#.into()),
+        err: None,
+        finish_at: None,
+        release_lock: false,
+    }
+}
+
 #[test]
 fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     let tdb = TestDatabase::create();
@@ -107,16 +121,7 @@ fn guarded_poll_update_applies_once_and_a_duplicate_changes_nothing() {
     let row = db.blocking(|c| repo::load(c, "t1")).unwrap();
     assert_eq!((row.state().unwrap(), row.invoke_count, row.scheduling), (State::Poll, 1, false));
 
-    let poll = PollResult {
-        trace_id: "t1".into(),
-        seen_invoke_count: 1,
-        state: State::Poll,
-        invoke_count: 2,
-        data: Some(r#"{"polled": 1}"#.into()),
-        err: None,
-        finish_at: None,
-        release_lock: false,
-    };
+    let poll = first_poll("t1");
     let first = attempt("t1", 2, "POLL", now);
     assert!(
         db.blocking({
@@ -182,22 +187,12 @@ fn a_polls_transaction_reuses_its_prepared_statements_and_keeps_what_it_leaves_a
     for trace_id in ["p1", "p2"] {
         repo::insert(&mut conn, &new_schedule(trace_id, now)).unwrap();
     }
-    let poll = |trace_id: &str| PollResult {
-        trace_id: trace_id.into(),
-        seen_invoke_count: 1,
-        state: State::Poll,
-        invoke_count: 2,
-        data: Some(r#"{"polled": 1}"#.into()),
-        err: None,
-        finish_at: None,
-        release_lock: false,
-    };
     let failed = |trace_id: &str| PollResult {
         state: State::Fail,
         data: None,
         err: Some("boom".into()),
         finish_at: Some(now),
-        ..poll(trace_id)
+        ..first_poll(trace_id)
     };
     // The first poll on a connection prepares its statements (a final one
     // also clears retry bookkeeping).
