@@ -8,6 +8,9 @@ use crate::schema::{
     celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule,
 };
 
+/// States a poll may still change. A static, so statements can bind them.
+pub(crate) static OPEN_STATES: [i32; 2] = [State::Poll as i32, State::Callback as i32];
+
 /// `schedule_schedule.state`, as the framework's enum numbers it. Nothing
 /// outside 1..=5 is ever written: Python readers map it through their enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

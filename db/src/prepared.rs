@@ -15,7 +15,7 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Datetime, Integer, Nullable, Text};
 use diesel::{MysqlConnection, QueryResult, RunQueryDsl};
 
-use crate::models::{Attempt, State};
+use crate::models::{Attempt, OPEN_STATES};
 
 /// Gives `$t` a static query id (so diesel caches its prepared statement)
 /// and lets it run on a connection.
@@ -89,8 +89,12 @@ impl QueryFragment<Mysql> for GuardedUpdate<'_> {
         out.push_bind_param::<Text, _>(&self.trace_id)?;
         out.push_sql(" AND `invoke_count` = ");
         out.push_bind_param::<Integer, _>(&self.seen_invoke_count)?;
-        // Constants of this build, not input: part of the fixed text.
-        out.push_sql(&format!(" AND `state` IN ({}, {})", State::Poll.code(), State::Callback.code()));
+        // Bound, not formatted into the text: this runs on every execution.
+        out.push_sql(" AND `state` IN (");
+        out.push_bind_param::<Integer, _>(&OPEN_STATES[0])?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&OPEN_STATES[1])?;
+        out.push_sql(")");
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use crate::error::DbError;
-use crate::models::{Attempt, NewSchedule, PollResult, RetryState, ScheduleRow, State};
+use crate::models::{Attempt, NewSchedule, OPEN_STATES, PollResult, RetryState, ScheduleRow, State};
 use crate::prepared::{GuardedUpdate, LogAttempt};
 use crate::schema::{
     celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
@@ -16,8 +16,6 @@ use crate::schema::{
 };
 use crate::tx;
 
-/// States a poll may still change.
-const OPEN_STATES: [i32; 2] = [State::Poll as i32, State::Callback as i32];
 /// States nothing changes any more.
 const FINAL_STATES: [i32; 2] = [State::Success as i32, State::Fail as i32];
 
