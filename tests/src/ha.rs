@@ -118,7 +118,15 @@ pub struct Timeline(Vec<(Instant, i64)>);
 impl Timeline {
     /// The longest time no poll landed, between the first poll and the last.
     pub fn longest_stall(&self) -> Duration {
-        let rises: Vec<Instant> = self.0.windows(2).filter(|w| w[1].1 > w[0].1).map(|w| w[1].0).collect();
+        self.longest_stall_up_to(i64::MAX)
+    }
+
+    /// The longest time no poll landed, between the first poll and the one
+    /// that brought the count to `landed`: a batch published later (after a
+    /// node's return, say) does not count the wait for it as a stall.
+    pub fn longest_stall_up_to(&self, landed: i64) -> Duration {
+        let rises: Vec<Instant> =
+            self.0.windows(2).filter(|w| w[1].1 > w[0].1 && w[0].1 < landed).map(|w| w[1].0).collect();
         rises.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
     }
 

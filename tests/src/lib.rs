@@ -89,6 +89,45 @@ impl Vhost {
     }
 }
 
+/// A RabbitMQ user of this test's own on a vhost, deleted when dropped.
+pub struct VhostUser {
+    name: String,
+    vhost: String,
+    url: String,
+}
+
+impl VhostUser {
+    /// A user who may read and write everything on `vhost` but configure
+    /// (declare) only what matches `configure`.
+    pub fn create(vhost: &Vhost, configure: &str) -> VhostUser {
+        let name = unique("celerity-user");
+        rabbitmqctl(&["add_user", &name, "secret-password"]);
+        rabbitmqctl(&["set_permissions", "-p", &vhost.name, &name, configure, ".*", ".*"]);
+        let host = amqp_base().rsplit_once('@').map_or_else(|| "127.0.0.1:5672".to_owned(), |(_, h)| h.to_owned());
+        let url = format!("amqp://{name}:secret-password@{host}/{}", vhost.name);
+        VhostUser { name, vhost: vhost.name.clone(), url }
+    }
+
+    /// Lets it configure only what matches `configure` from now on.
+    pub fn permit(&self, configure: &str) {
+        rabbitmqctl(&["set_permissions", "-p", &self.vhost, &self.name, configure, ".*", ".*"]);
+    }
+
+    /// Its AMQP URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for VhostUser {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args([RABBITMQCTL_TIMEOUT, "rabbitmqctl", "delete_user", &self.name])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for Vhost {
     fn drop(&mut self) {
         // Bounded: a test must not hang on its clean-up.

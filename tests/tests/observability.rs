@@ -116,7 +116,7 @@ async fn healthz_follows_the_database_and_the_broker() {
     let out = std::process::Command::new("rabbitmqctl").args(["delete_vhost", &vhost_name]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let body = until_status(http, "/healthz", 503, Duration::from_secs(20)).await;
-    assert_eq!(body, "broker: no open channel\n");
+    assert_eq!(body, "broker: not connected\n");
     worker.stop().await.unwrap();
     drop(server);
 }

@@ -1,10 +1,13 @@
 //! RabbitMQ: reaching it ([`connect`]), declaring the framework's topology
-//! with the arguments Python uses ([`topology`]), publishing with confirms
-//! ([`publisher`]), and converting AMQP properties ([`properties`]).
+//! with the arguments Python uses ([`topology`]), what a refusal means
+//! ([`refusal`]), publishing with confirms ([`publisher`]), and converting
+//! AMQP properties ([`properties`]).
 
 pub mod connect;
+pub mod patient;
 pub mod properties;
 pub mod publisher;
+pub mod refusal;
 pub mod topology;
 
 use std::time::Duration;
@@ -12,10 +15,12 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use self::connect::BrokerAddr;
+pub use self::patient::Patient;
 pub use self::properties::PropertyTooLong;
 pub use self::publisher::{Publish, Publisher};
+pub use self::refusal::Refusal;
 pub use self::topology::{
-    DEAD_LETTER_QUEUE, QueueKinds, QueueType, declare_destination, declare_framework_queue, declare_topology,
+    DEAD_LETTER_QUEUE, Part, QueueKinds, QueueType, declare_framework_queue, declare_part, declare_topology,
 };
 
 /// Everything that can go wrong with the broker.
@@ -42,6 +47,25 @@ pub enum BrokerError {
         #[source]
         source: lapin::Error,
     },
+    /// The broker refused to declare, bind or consume for another reason
+    /// (a queue's node down, no access, no answer): [`BrokerError::refusal`] says which.
+    #[error("cannot declare {what}: {source}")]
+    Declare {
+        /// Which queue, exchange or binding.
+        what: String,
+        /// The broker's answer.
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker did not answer a declaration or a consume in time (a
+    /// quorum queue without a quorum never answers a consume).
+    #[error("no answer from the broker within {within:?} to {what}")]
+    NoAnswer {
+        /// Which queue, part or consumer.
+        what: String,
+        /// How long it waited.
+        within: Duration,
+    },
     /// Any other AMQP failure.
     #[error("broker error: {0}")]
     Amqp(#[from] lapin::Error),
@@ -57,4 +81,39 @@ pub enum BrokerError {
     /// A property too long for AMQP.
     #[error(transparent)]
     Property(#[from] PropertyTooLong),
+}
+
+impl BrokerError {
+    /// A refused declaration of `what`: with other arguments (406) it is
+    /// [`BrokerError::Topology`], whose message says so; anything else is
+    /// [`BrokerError::Declare`].
+    pub fn declaring(what: impl Into<String>, source: lapin::Error) -> BrokerError {
+        let other_arguments = matches!(source.kind(), lapin::ErrorKind::ProtocolError(amqp)
+            if refusal::ReplyCode::from_number(amqp.get_id()) == refusal::ReplyCode::PreconditionFailed);
+        match other_arguments {
+            true => BrokerError::Topology { what: what.into(), source },
+            false => BrokerError::Declare { what: what.into(), source },
+        }
+    }
+
+    /// The broker could not route the message now: it reached no queue, or
+    /// a queue refused it (a quorum queue without a quorum). Publishing
+    /// again later may work.
+    pub fn route_missing(&self) -> bool {
+        matches!(self, BrokerError::Unroutable(_) | BrokerError::Nacked(_))
+    }
+
+    /// What this error means for a declaration, a binding or a consume,
+    /// given whether the connection is still open.
+    pub fn refusal(&self, connection_open: bool) -> Refusal {
+        match self {
+            BrokerError::Topology { source, .. } | BrokerError::Declare { source, .. } | BrokerError::Amqp(source) => {
+                refusal::refusal_of(source, connection_open)
+            }
+            BrokerError::Unreachable { .. } => Refusal::Disconnected,
+            // A route through a queue that is down, or a queue without a quorum.
+            BrokerError::Nacked(_) | BrokerError::Unroutable(_) | BrokerError::NoAnswer { .. } => Refusal::Unavailable,
+            BrokerError::Encode(_) | BrokerError::Property(_) => Refusal::Never,
+        }
+    }
 }

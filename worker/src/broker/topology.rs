@@ -2,7 +2,9 @@
 //! declares them (or as quorum queues), Celerity's own queues (next polls,
 //! the delay levels of [`broker_proto::delay`], dead letters), classic or
 //! quorum on their own, so that on a cluster everything after a schedule's
-//! first message can live in replicated queues.
+//! first message can live in replicated queues. A worker declares it in
+//! [`Part`]s, each on a channel of its own, so that a queue the broker
+//! cannot serve now holds back only itself.
 //!
 //! RabbitMQ 4.x: every queue declared here is durable (4.3 refuses transient
 //! non-exclusive ones), and quorum queues carry `x-delivery-limit` equal to
@@ -78,72 +80,112 @@ impl QueueKinds {
     }
 }
 
-/// Declares what the worker consumes and publishes to: the framework's
-/// queues as Python declares them (or as quorum queues), other queues as
-/// Celery declares its default queue, the dead-letter queue, and the delay
-/// topology with a delivery binding for every destination queue.
+/// A piece of the topology that is declared on a channel of its own: a
+/// refusal (a classic queue whose node is down answers 404 and closes the
+/// channel) holds back that piece alone, and the worker goes on with the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// A queue the worker consumes or sends to, with its bindings: the
+    /// framework's exchange for the framework's queues, the delay
+    /// topology's delivery exchange for all.
+    Destination(String),
+    /// The dead-letter queue, [`DEAD_LETTER_QUEUE`].
+    DeadLetters,
+    /// The level exchanges and queues of [`broker_proto::delay`].
+    DelayLevels,
+    /// After a hand-back, countdowns due for Celerity's next-poll queue were
+    /// routed to the framework's schedule queue; with a Celerity worker back
+    /// they come home again: that binding is removed.
+    NextPollsHome,
+}
+
+impl Part {
+    /// The name in logs, on `/healthz` and in metric labels.
+    pub fn name(&self) -> String {
+        match self {
+            Part::Destination(queue) => queue.clone(),
+            Part::DeadLetters => DEAD_LETTER_QUEUE.to_owned(),
+            Part::DelayLevels => "celerity.delay".to_owned(),
+            Part::NextPollsHome => {
+                format!("{} (unbind from {})", topology::SCHEDULE_QUEUE.name, delay::DELIVERY_EXCHANGE)
+            }
+        }
+    }
+
+    /// The queue a consumer of this part reads, if it is one.
+    pub fn queue(&self) -> Option<&str> {
+        match self {
+            Part::Destination(queue) => Some(queue),
+            Part::DeadLetters | Part::DelayLevels | Part::NextPollsHome => None,
+        }
+    }
+}
+
+/// The parts a worker consuming `queues` declares: each queue, the queues
+/// next polls and re-queued callbacks go to whatever is consumed, the
+/// dead-letter queue and the delay levels.
+pub fn parts(queues: &[String]) -> Vec<Part> {
+    let mut destinations: Vec<&str> = queues.iter().map(String::as_str).collect();
+    for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name] {
+        if !destinations.contains(&q) {
+            destinations.push(q);
+        }
+    }
+    let takes_next_polls = destinations.contains(&topology::NEXT_POLL_QUEUE);
+    let mut parts: Vec<Part> = destinations.into_iter().map(|q| Part::Destination(q.to_owned())).collect();
+    parts.extend([Part::DeadLetters, Part::DelayLevels]);
+    if takes_next_polls {
+        parts.push(Part::NextPollsHome);
+    }
+    parts
+}
+
+/// Declares what a worker consuming `queues` consumes and publishes to, all
+/// on `channel`, stopping at the first refusal: for tools and tests that
+/// need the whole topology at once. A worker declares [`parts`] one by one.
 pub async fn declare_topology(
     channel: &Channel,
     queues: &[String],
     kinds: impl Into<QueueKinds>,
 ) -> Result<(), BrokerError> {
     let kinds = kinds.into();
-    let mut destinations: Vec<&str> = queues.iter().map(String::as_str).collect();
-    // Next polls and re-queued callbacks go to these, whatever is consumed.
-    for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name] {
-        if !destinations.contains(&q) {
-            destinations.push(q);
+    for part in parts(queues) {
+        declare_part(channel, &part, kinds).await?;
+    }
+    Ok(())
+}
+
+/// Declares one part of the topology on `channel`.
+pub async fn declare_part(channel: &Channel, part: &Part, kinds: QueueKinds) -> Result<(), BrokerError> {
+    match part {
+        Part::Destination(name) => {
+            if topology::queue(name).is_some() {
+                declare_framework_queue(channel, name, kinds).await?;
+            } else {
+                declare_queue(channel, name, kinds.args(name)).await?;
+            }
+            declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
+            bind(channel, name, delay::DELIVERY_EXCHANGE, &delay::delivery_binding(name)).await
         }
-    }
-    for name in &destinations {
-        declare_destination_queue(channel, name, kinds).await?;
-    }
-    declare_queue(channel, DEAD_LETTER_QUEUE, kinds.args(DEAD_LETTER_QUEUE)).await?;
-    declare_delay_topology(channel, &destinations, kinds).await?;
-    if destinations.contains(&topology::NEXT_POLL_QUEUE) {
-        // A hand-back left countdowns due for Celerity's queue routed to the
-        // framework's; with a Celerity worker back they come home again.
-        channel
+        Part::DeadLetters => declare_queue(channel, DEAD_LETTER_QUEUE, kinds.args(DEAD_LETTER_QUEUE)).await,
+        Part::DelayLevels => declare_delay_levels(channel, kinds).await,
+        Part::NextPollsHome => channel
             .queue_unbind(
                 topology::SCHEDULE_QUEUE.name.into(),
                 delay::DELIVERY_EXCHANGE.into(),
                 delay::delivery_binding(topology::NEXT_POLL_QUEUE).as_str().into(),
                 FieldTable::default(),
             )
-            .await?;
-    }
-    Ok(())
-}
-
-/// Declares one queue the worker consumes or sends to, with its bindings
-/// (the framework's exchange for its own queues, the delay topology's
-/// delivery exchange for all): what a consumer the broker cancelled needs
-/// before it subscribes again.
-pub async fn declare_destination(channel: &Channel, name: &str, kinds: QueueKinds) -> Result<(), BrokerError> {
-    declare_destination_queue(channel, name, kinds).await?;
-    declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
-    bind_delivery(channel, name).await
-}
-
-async fn declare_destination_queue(channel: &Channel, name: &str, kinds: QueueKinds) -> Result<(), BrokerError> {
-    if topology::queue(name).is_some() {
-        declare_framework_queue(channel, name, kinds).await
-    } else {
-        declare_queue(channel, name, kinds.args(name)).await
+            .await
+            .map_err(|source| BrokerError::declaring(part.name(), source)),
     }
 }
 
-async fn bind_delivery(channel: &Channel, name: &str) -> Result<(), BrokerError> {
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), BrokerError> {
     channel
-        .queue_bind(
-            name.into(),
-            delay::DELIVERY_EXCHANGE.into(),
-            delay::delivery_binding(name).as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
+        .queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .map_err(|source| BrokerError::declaring(format!("binding of queue {queue} to {exchange}"), source))
 }
 
 /// Declares `name` as the framework declares its queues (durable,
@@ -156,29 +198,13 @@ pub async fn declare_framework_queue(
 ) -> Result<(), BrokerError> {
     declare_exchange(channel, topology::EXCHANGE, ExchangeKind::Direct).await?;
     declare_queue(channel, name, kinds.into().framework_args()).await?;
-    channel
-        .queue_bind(
-            name.into(),
-            topology::EXCHANGE.into(),
-            name.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
+    bind(channel, name, topology::EXCHANGE, name).await
 }
 
-/// The level exchanges and TTL queues of [`broker_proto::delay`], and the
-/// delivery exchange bound to each destination queue.
-async fn declare_delay_topology(
-    channel: &Channel,
-    destinations: &[&str],
-    kinds: QueueKinds,
-) -> Result<(), BrokerError> {
+/// The level exchanges and TTL queues of [`broker_proto::delay`], each
+/// level dead-lettering to the next and the last to the delivery exchange.
+async fn declare_delay_levels(channel: &Channel, kinds: QueueKinds) -> Result<(), BrokerError> {
     declare_exchange(channel, delay::DELIVERY_EXCHANGE, ExchangeKind::Topic).await?;
-    for q in destinations {
-        bind_delivery(channel, q).await?;
-    }
     for n in 0..delay::LEVELS {
         let level = delay::level_name(n);
         let next = delay::next_exchange(n);
@@ -187,15 +213,7 @@ async fn declare_delay_topology(
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay::level_ttl_ms(n) as i64));
         args.insert("x-dead-letter-exchange".into(), broker_proto::header::text(&next));
         declare_queue(channel, &level, args).await?;
-        channel
-            .queue_bind(
-                level.as_str().into(),
-                level.as_str().into(),
-                delay::level_binding(n, true).as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        bind(channel, &level, &level, &delay::level_binding(n, true)).await?;
         channel
             .exchange_bind(
                 next.as_str().into(),
@@ -204,7 +222,8 @@ async fn declare_delay_topology(
                 ExchangeBindOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
+            .await
+            .map_err(|source| BrokerError::declaring(format!("binding of exchange {next} to {level}"), source))?;
     }
     Ok(())
 }
@@ -218,7 +237,7 @@ async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> 
             FieldTable::default(),
         )
         .await
-        .map_err(|source| BrokerError::Topology { what: format!("exchange {name}"), source })
+        .map_err(|source| BrokerError::declaring(format!("exchange {name}"), source))
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
@@ -226,7 +245,7 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
         .queue_declare(name.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
         .await
         .map(|_| ())
-        .map_err(|source| BrokerError::Topology { what: format!("queue {name}"), source })
+        .map_err(|source| BrokerError::declaring(format!("queue {name}"), source))
 }
 
 #[cfg(test)]
@@ -267,5 +286,29 @@ mod tests {
         assert!(classic.args(topology::NEXT_POLL_QUEUE).inner().is_empty(), "as Celery declares its default queue");
         // Any queue declared the framework's way gets its arguments, whatever its name.
         assert_eq!(int(&classic.framework_args(), topology::MAX_PRIORITY_ARG), Some(255));
+    }
+
+    #[test]
+    fn each_queue_is_a_part_of_its_own_beside_the_dead_letters_and_the_delay_levels() {
+        let queues: Vec<String> = ["plugin_schedule", "schedule_delete", "celerity.schedule"].map(String::from).into();
+        let names: Vec<String> = parts(&queues).iter().map(Part::name).collect();
+        assert_eq!(
+            names,
+            [
+                "plugin_schedule",
+                "schedule_delete",
+                "celerity.schedule",
+                "plugin_callback",
+                "celerity.dead",
+                "celerity.delay",
+                "plugin_schedule (unbind from celerity.delay.delivery)",
+            ],
+            "re-queued callbacks need plugin_callback whatever is consumed"
+        );
+        assert_eq!(parts(&queues)[0].queue(), Some("plugin_schedule"));
+        assert_eq!(Part::DelayLevels.queue(), None);
+        // Next polls on the framework's queue (a hand-back's setting): nothing to unbind.
+        let framework_only = parts(&["plugin_schedule".to_owned()]);
+        assert!(!framework_only.contains(&Part::NextPollsHome));
     }
 }

@@ -1,19 +1,20 @@
 //! The worker's HTTP endpoint on `--http-addr`: `/metrics` (Prometheus text
 //! format), the operator controls when `--admin-token` is set (see
-//! [`crate::operator::http`]), and `/healthz` (200 only when the broker channel is open, the
-//! worker is not paused by an environment fault, and a database connection
-//! answers; 503 otherwise, with the reason).
+//! [`crate::operator::http`]), and `/healthz` (200 only when the broker
+//! connection is open, every queue is consumed and every part of the
+//! topology declared, the worker is not paused by an environment fault, and
+//! a database connection answers; 503 otherwise, with the reason).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use celerity_db::{Db, repo};
-use lapin::Channel;
+use lapin::ConnectionStatus;
 
 use super::meters;
 use super::pause::Pause;
@@ -21,18 +22,32 @@ use super::pause::Pause;
 /// How long `/healthz` waits for the database.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A queue not consumed, or a part of the topology not declared, in this
+/// broker session: the worker tries it again by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// The queue, or the part of the topology.
+    pub name: String,
+    /// The broker's last answer.
+    pub reason: String,
+    /// Since when.
+    pub since: Instant,
+}
+
 /// What `/healthz` and `/metrics` look at.
 pub struct Health {
     db: Db,
     pause: Arc<Pause>,
-    /// The consuming channel of the current broker session, if any.
-    channel: Mutex<Option<Channel>>,
+    /// The connection of the current broker session, if any.
+    broker: Mutex<Option<ConnectionStatus>>,
+    /// What the session has not consumed or declared yet.
+    not_ready: Mutex<Vec<NotReady>>,
 }
 
 impl Health {
     /// Health of a worker using `db`, with no broker session yet.
     pub fn new(db: Db, pause: Arc<Pause>) -> Arc<Health> {
-        Arc::new(Health { db, pause, channel: Mutex::new(None) })
+        Arc::new(Health { db, pause, broker: Mutex::new(None), not_ready: Mutex::new(Vec::new()) })
     }
 
     /// The worker's pause switch.
@@ -40,13 +55,29 @@ impl Health {
         &self.pause
     }
 
-    /// Records the session's consuming channel, or `None` when it ended.
-    pub fn set_channel(&self, channel: Option<Channel>) {
-        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = channel;
+    /// Records the session's connection, or `None` when it ended.
+    pub fn set_connection(&self, status: Option<ConnectionStatus>) {
+        *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// Records what the session has not consumed or declared yet.
+    pub fn set_not_ready(&self, not_ready: Vec<NotReady>) {
+        *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = not_ready;
     }
 
     fn broker_up(&self) -> bool {
-        self.channel.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|c| c.status().connected())
+        self.broker.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(ConnectionStatus::connected)
+    }
+
+    /// One line per queue not consumed (or part not declared), or `None`.
+    fn not_ready(&self) -> Option<String> {
+        let not_ready = self.not_ready.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = not_ready.iter().map(|n| {
+            let secs = n.since.elapsed().as_secs();
+            format!("broker: {} not available for {secs} s, trying again: {}\n", n.name, n.reason)
+        });
+        let text: String = lines.collect();
+        (!text.is_empty()).then_some(text)
     }
 }
 
@@ -92,7 +123,10 @@ async fn metrics(State(health): State<Arc<Health>>) -> String {
 
 async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
     if !health.broker_up() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "broker: no open channel\n".into());
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker: not connected\n".into());
+    }
+    if let Some(lines) = health.not_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, lines);
     }
     if let Some(paused) = health.pause.paused() {
         let secs = paused.since.elapsed().as_secs();

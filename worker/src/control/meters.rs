@@ -26,6 +26,11 @@ pub const ETA_LATENESS: &str = "celerity_eta_lateness_seconds";
 pub const DB_POOL: &str = "celerity_db_pool_connections";
 /// Consumers the broker cancelled (their queue deleted, their node down), by queue.
 pub const CANCELLATIONS: &str = "celerity_consumer_cancellations_total";
+/// Queues not consumed and parts of the topology not declared because the
+/// broker could not serve them (a node down, no quorum), once per outage, by name.
+pub const QUEUE_UNAVAILABLE: &str = "celerity_queue_unavailable_total";
+/// 1 while the worker consumes a queue, 0 while it cannot or is paused, by queue.
+pub const CONSUMING: &str = "celerity_queue_consuming";
 /// Broker connections made, by node (`host:port`): which node of a failover list is in use.
 pub const BROKER_CONNECTIONS: &str = "celerity_broker_connections_total";
 /// Broker connections re-established after a loss.

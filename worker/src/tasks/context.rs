@@ -6,7 +6,7 @@ use std::sync::Arc;
 use celerity_db::Db;
 
 use super::messages::Sender;
-use crate::broker::Publisher;
+use crate::broker::{Patient, Publisher};
 use crate::config::WorkerConfig;
 use crate::control::events::Events;
 use crate::control::inflight::InFlight;
@@ -16,10 +16,11 @@ use crate::plugins::Plugins;
 /// Shared, read-only state of a running worker. The store and the
 /// publisher are the real database and broker in a worker, and in-process
 /// fakes in the tasks' unit tests.
-pub struct Ctx<S = Db, P = Publisher> {
+pub struct Ctx<S = Db, P = Patient<Publisher>> {
     /// The database.
     pub store: S,
-    /// The confirm-mode publisher.
+    /// The confirm-mode publisher; in a worker, one that waits out a
+    /// missing route while the delivery is held ([`Patient`]).
     pub publisher: P,
     /// The plugins, wherever each version runs.
     pub plugins: Plugins,

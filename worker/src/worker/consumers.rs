@@ -1,86 +1,156 @@
-//! The session's consumers, one per queue, all feeding one channel of
-//! deliveries. A pause cancels them; resuming starts them again on the same
-//! channel, so what is in flight keeps its acks. A consumer the broker
-//! cancels (its queue deleted, its node down) is subscribed again once its
-//! queue can be declared, while the others keep running.
+//! The session's consumers, one per queue, each on a channel of its own and
+//! all feeding one channel of deliveries. A channel per queue because a
+//! refused `basic.consume` (a classic queue whose node is down answers 404)
+//! closes its channel, and a consume that hangs (a quorum queue without a
+//! quorum never answers) blocks its channel: either would otherwise take
+//! every other queue's consumer, and the acks of everything in flight, with
+//! it. A pause cancels the consumers and keeps their channels, so what is
+//! in flight keeps its acks; resuming consumes again on the same channels.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{WorkerError, bounded};
-use crate::broker::{self, BrokerError};
-use crate::config::WorkerConfig;
+use super::bounded;
+use crate::broker::BrokerError;
+
+/// A delivery and the channel it came on, where it is acked.
+pub(super) type Fed = (Channel, Delivery);
 
 /// Where the consumers send what they receive.
-pub(super) type Feed = mpsc::Sender<lapin::Result<Delivery>>;
+pub(super) type Feed = mpsc::Sender<Fed>;
 
-/// How long one declaration of a cancelled consumer's queue may take.
-const DECLARE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the broker may take to answer opening a queue's channel, its
+/// prefetch and its consume: a quorum queue without a quorum never answers
+/// a consume, and the queue is then tried again later.
+pub(super) const CONSUME_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Consumers running on a channel.
+/// A consumer that stopped without being cancelled here.
+pub(super) struct Ended {
+    /// Its queue.
+    pub queue: String,
+    /// Why, when its stream said: the channel or the connection failed.
+    /// `None`: the broker cancelled it (its queue deleted, its node down).
+    pub error: Option<lapin::Error>,
+}
+
+/// A queue's channel, and its consumer tag while it consumes.
+struct QueueChannel {
+    channel: Channel,
+    tag: Option<String>,
+}
+
+/// Consumers of one session, by queue.
 pub(super) struct Consumers {
-    /// Consumer tag by queue, for the ones running.
-    tags: HashMap<String, String>,
-    /// One forwarding task per consumer; each ends with its queue's name.
-    feeds: JoinSet<String>,
+    hostname: String,
+    prefetch: u16,
+    feed: Feed,
+    channels: BTreeMap<String, QueueChannel>,
+    /// One forwarding task per consumer.
+    forwarders: JoinSet<Ended>,
+    /// Channels given up on (a consume that did not answer), closing.
+    closing: JoinSet<()>,
 }
 
 impl Consumers {
-    /// Starts one consumer per queue, each forwarding to `feed`.
-    pub(super) async fn start(
-        config: &WorkerConfig,
-        queues: &[String],
-        channel: &Channel,
-        feed: &Feed,
-    ) -> Result<Consumers, WorkerError> {
-        let mut consumers = Consumers { tags: HashMap::new(), feeds: JoinSet::new() };
-        for queue in queues {
-            consumers.subscribe(config, queue, channel, feed).await?;
+    /// No consumers yet; each will take up to `prefetch` unacked deliveries.
+    pub(super) fn new(hostname: &str, prefetch: u16, feed: Feed) -> Consumers {
+        Consumers {
+            hostname: hostname.to_owned(),
+            prefetch,
+            feed,
+            channels: BTreeMap::new(),
+            forwarders: JoinSet::new(),
+            closing: JoinSet::new(),
         }
-        Ok(consumers)
     }
 
-    async fn subscribe(
-        &mut self,
-        config: &WorkerConfig,
-        queue: &str,
-        channel: &Channel,
-        feed: &Feed,
-    ) -> Result<(), WorkerError> {
-        let tag = format!("{}.{queue}", config.hostname);
-        let mut consumer = channel
-            .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(BrokerError::from)?;
-        self.tags.insert(queue.to_owned(), tag);
-        let (feed, queue) = (feed.clone(), queue.to_owned());
-        self.feeds.spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                if feed.send(delivery).await.is_err() {
-                    break;
-                }
+    /// Whether `queue` has a consumer now.
+    pub(super) fn consuming(&self, queue: &str) -> bool {
+        self.channels.get(queue).is_some_and(|q| q.tag.is_some())
+    }
+
+    /// Consumes `queue` on its channel (a new one when it has none open),
+    /// within [`CONSUME_TIMEOUT`]. On any failure the channel is given up,
+    /// so the next try starts on a fresh one.
+    pub(super) async fn consume(&mut self, conn: &Connection, queue: &str) -> Result<(), BrokerError> {
+        let reuse = self.channels.remove(queue).map(|q| q.channel).filter(|c| c.status().connected());
+        let fresh = reuse.is_none();
+        let mut opened = None;
+        let started = tokio::time::timeout(CONSUME_TIMEOUT, async {
+            let channel = match reuse {
+                Some(channel) => channel,
+                None => conn.create_channel().await?,
+            };
+            opened = Some(channel.clone());
+            if fresh {
+                channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
             }
-            queue
+            let tag = format!("{}.{queue}", self.hostname);
+            let consumer = channel
+                .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            Ok::<_, lapin::Error>((channel, tag, consumer))
+        })
+        .await;
+        let (channel, tag, mut consumer) = match started {
+            Ok(Ok(started)) => started,
+            Ok(Err(source)) => {
+                self.give_up(opened);
+                return Err(BrokerError::declaring(format!("consumer of queue {queue}"), source));
+            }
+            Err(_) => {
+                self.give_up(opened);
+                return Err(BrokerError::NoAnswer {
+                    what: format!("a consume of queue {queue}"),
+                    within: CONSUME_TIMEOUT,
+                });
+            }
+        };
+        let (feed, name, on) = (self.feed.clone(), queue.to_owned(), channel.clone());
+        self.forwarders.spawn(async move {
+            let error = loop {
+                match consumer.next().await {
+                    Some(Ok(delivery)) => {
+                        if feed.send((on.clone(), delivery)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                }
+            };
+            Ended { queue: name, error }
         });
+        self.channels.insert(queue.to_owned(), QueueChannel { channel, tag: Some(tag) });
         Ok(())
     }
 
-    /// The queue of a consumer that stopped without being cancelled here
-    /// (the broker cancelled it, or the channel closed).
-    pub(super) async fn ended(&mut self) -> String {
+    /// Closes a channel whose step failed or did not answer, in the
+    /// background: its broker side may be stuck in that step.
+    fn give_up(&mut self, channel: Option<Channel>) {
+        if let Some(channel) = channel.filter(|c| c.status().connected()) {
+            self.closing.spawn(async move { bounded("channel close", channel.close(200, "given up".into())).await });
+        }
+    }
+
+    /// The next consumer that stopped by itself: the broker cancelled it, or
+    /// its channel closed. Its channel stays, to consume on again if it is open.
+    pub(super) async fn ended(&mut self) -> Ended {
         loop {
-            match self.feeds.join_next().await {
-                Some(Ok(queue)) => {
-                    self.tags.remove(&queue);
-                    return queue;
+            match self.forwarders.join_next().await {
+                Some(Ok(ended)) => {
+                    if let Some(q) = self.channels.get_mut(&ended.queue) {
+                        q.tag = None;
+                    }
+                    return ended;
                 }
                 // A forwarder that panicked: nothing to learn, wait for the next.
                 Some(Err(_)) => {}
@@ -89,51 +159,24 @@ impl Consumers {
         }
     }
 
-    /// Declares each of `queues` on a channel of its own (a refusal, such as
-    /// a classic queue whose node is down, closes only that channel) and
-    /// subscribes again to those declared; returns the ones still refused.
-    pub(super) async fn resubscribe(
-        &mut self,
-        conn: &Connection,
-        config: &WorkerConfig,
-        channel: &Channel,
-        feed: &Feed,
-        queues: Vec<String>,
-    ) -> Result<Vec<String>, WorkerError> {
-        let mut refused = Vec::new();
-        for queue in queues {
-            let declared = tokio::time::timeout(DECLARE_TIMEOUT, async {
-                let scratch = conn.create_channel().await.map_err(BrokerError::from)?;
-                broker::declare_destination(&scratch, &queue, config.queue_kinds()).await?;
-                bounded("scratch channel close", scratch.close(200, "declared".into())).await;
-                Ok::<(), BrokerError>(())
-            })
-            .await;
-            match declared {
-                Ok(Ok(())) => {
-                    self.subscribe(config, &queue, channel, feed).await?;
-                    tracing::warn!(%queue, "subscribed again");
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%queue, error = %e, "queue not available yet; trying again");
-                    refused.push(queue);
-                }
-                Err(_) => {
-                    tracing::warn!(%queue, "declaring the queue did not finish in time; trying again");
-                    refused.push(queue);
-                }
+    /// Cancels every consumer: the broker sends nothing more on them, and
+    /// what this worker holds stays its own to settle on the same channels.
+    pub(super) async fn cancel(&mut self) {
+        for q in self.channels.values_mut() {
+            if let Some(tag) = q.tag.take() {
+                bounded("consumer cancel", q.channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()))
+                    .await;
             }
         }
-        Ok(refused)
+        self.forwarders.abort_all();
+        while self.forwarders.join_next().await.is_some() {}
     }
 
-    /// Cancels every consumer: the broker sends nothing more on them, and
-    /// what this worker holds stays its own to settle.
-    pub(super) async fn cancel(mut self, channel: &Channel) {
-        for tag in self.tags.values() {
-            bounded("consumer cancel", channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())).await;
+    /// Closes every channel: what is unacked on them goes back to its queue.
+    pub(super) async fn close(mut self) {
+        for q in self.channels.values() {
+            bounded("channel close", q.channel.close(200, "worker stopping".into())).await;
         }
-        self.feeds.abort_all();
-        while self.feeds.join_next().await.is_some() {}
+        while self.closing.join_next().await.is_some() {}
     }
 }

@@ -11,6 +11,7 @@ use celerity_db::status::{self, Counts};
 use celerity_db::{Db, ErrorClass, Status};
 
 use crate::broker::connect::{node_name, nodes};
+use crate::broker::topology::parts;
 use crate::config::WorkerConfig;
 use crate::control::meters;
 use crate::delivery::job::Job;
@@ -44,7 +45,11 @@ pub fn register(config: &WorkerConfig) {
         metrics::counter!(meters::BROKER_CONNECTIONS, "node" => node_name(node)).absolute(0);
     }
     for queue in config.consumed_queues() {
-        metrics::counter!(meters::CANCELLATIONS, "queue" => queue).absolute(0);
+        metrics::counter!(meters::CANCELLATIONS, "queue" => queue.clone()).absolute(0);
+        metrics::gauge!(meters::CONSUMING, "queue" => queue).set(0.0);
+    }
+    for part in parts(&config.declared_queues()) {
+        metrics::counter!(meters::QUEUE_UNAVAILABLE, "queue" => part.name()).absolute(0);
     }
     metrics::counter!(meters::RECONNECTS).absolute(0);
     metrics::counter!(meters::DEAD_LETTERED).absolute(0);
@@ -69,6 +74,11 @@ fn describe() {
     describe_counter!(meters::BROKER_CONNECTIONS, "Broker connections made, by node.");
     describe_counter!(meters::RECONNECTS, "Broker connections re-established after a loss.");
     describe_counter!(meters::CANCELLATIONS, "Consumers the broker cancelled, by queue.");
+    describe_counter!(
+        meters::QUEUE_UNAVAILABLE,
+        "Queues and parts of the topology the broker could not serve (a node down, no quorum), once per outage."
+    );
+    describe_gauge!(meters::CONSUMING, "1 while the worker consumes the queue.");
     describe_counter!(meters::DEAD_LETTERED, "Messages moved to the dead-letter queue.");
     describe_counter!(meters::HOST_RESTARTS, "Python plugin hosts replaced, by cause.");
     describe_gauge!(meters::IN_FLIGHT, "Deliveries holding a concurrency slot now.");
@@ -130,6 +140,9 @@ mod tests {
             r#"celerity_db_errors_total{class="environment",code="none"} 0"#,
             r#"celerity_broker_connections_total{node="b:2"} 0"#,
             r#"celerity_consumer_cancellations_total{queue="plugin_callback"} 0"#,
+            r#"celerity_queue_consuming{queue="celerity.schedule"} 0"#,
+            r#"celerity_queue_unavailable_total{queue="celerity.delay"} 0"#,
+            r#"celerity_queue_unavailable_total{queue="plugin_schedule"} 0"#,
             "celerity_broker_reconnects_total 0",
             "celerity_dead_lettered_total 0",
             r#"celerity_python_host_restarts_total{cause="max_memory"} 0"#,

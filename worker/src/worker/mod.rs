@@ -9,6 +9,7 @@ mod consumers;
 pub mod first_scrape;
 pub mod outage;
 mod session;
+mod subscriptions;
 pub mod sweeper;
 
 use std::future::Future;
@@ -110,9 +111,11 @@ pub async fn run_with(
     let connected = connect::connect(&addr, config.broker_wait).await?;
     let (mut conn, mut node) = (connected.conn, connected.node);
     tokio::pin!(shutdown);
+    let mut running = false;
     loop {
-        let ended = session(&config, &db, &plugins, &conn, &health, &mut shutdown).await;
-        health.set_channel(None);
+        let ended = session(&config, &db, &plugins, &conn, &health, &mut running, &mut shutdown).await;
+        health.set_connection(None);
+        health.set_not_ready(Vec::new());
         match ended? {
             SessionEnd::Shutdown => {
                 plugins.close().await;

@@ -1,7 +1,8 @@
-//! One session with the broker: declare the topology, start the consumers,
-//! the events, the mailbox and the sweeper, hand each delivery to
-//! [`crate::delivery::handle`], cancel and restart the consumers as the
-//! worker pauses and resumes, and stop it all on shutdown or when the
+//! One session with the broker: declare the topology and start the
+//! consumers ([`super::subscriptions`], which waits out what the broker
+//! cannot serve yet), the events, the mailbox and the sweeper, hand each
+//! delivery to [`crate::delivery::handle`], cancel and restart the consumers
+//! as the worker pauses and resumes, and stop it all on shutdown or when the
 //! connection breaks.
 
 use std::future::Future;
@@ -11,26 +12,21 @@ use std::time::Duration;
 
 use celerity_db::Db;
 use lapin::Connection;
-use lapin::options::BasicQosOptions;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::consumers::Consumers;
-use super::{WorkerError, bounded, sweeper};
-use crate::broker::{self, BrokerError, Publisher};
+use super::subscriptions::{Stop, Subscriptions};
+use super::{WorkerError, sweeper};
+use crate::broker::{BrokerError, Patient, Publisher};
 use crate::config::WorkerConfig;
 use crate::control::endpoint::Health;
 use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
-use crate::control::meters;
 use crate::control::pidbox;
 use crate::delivery;
 use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
-
-/// How often a cancelled consumer's queue is tried again while it cannot be declared.
-const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(2);
 
 /// How a session with the broker ended.
 pub(super) enum SessionEnd {
@@ -40,33 +36,33 @@ pub(super) enum SessionEnd {
     Lost(String),
 }
 
-/// Consumes on one connection until shutdown or until the connection breaks.
+/// Consumes on one connection until shutdown or until the connection
+/// breaks. `running` is false until a session of this worker has declared
+/// and consumed what the broker could serve; until then a refusal that can
+/// never pass stops the worker (bad configuration), afterwards it waits.
 pub(super) async fn session<F: Future<Output = ()>>(
     config: &WorkerConfig,
     db: &Db,
     plugins: &Plugins,
     conn: &Connection,
-    health: &Health,
+    health: &Arc<Health>,
+    running: &mut bool,
     shutdown: &mut Pin<&mut F>,
 ) -> Result<SessionEnd, WorkerError> {
-    let consume = conn.create_channel().await.map_err(BrokerError::from)?;
-    let queues = config.consumed_queues();
-    broker::declare_topology(&consume, &config.declared_queues(), config.queue_kinds()).await?;
     let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
     let prefetch = config.prefetch();
-    consume.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(BrokerError::from)?;
+    // As deep as one consumer's prefetch; a full feed makes the consumers wait.
     let (feed, mut rx) = mpsc::channel(usize::from(prefetch.max(1)));
     let pause = health.pause().clone();
     // A worker paused before this session began stays so until the probe resumes it.
-    let mut consumers = match pause.is_paused() {
-        true => None,
-        false => Some(Consumers::start(config, &queues, &consume, &feed).await?),
-    };
-    let mut pausing = pause.watch();
-    // Queues whose consumer the broker cancelled, to subscribe again.
-    let mut pending: Vec<String> = Vec::new();
-    let mut retry_at = tokio::time::Instant::now();
-    health.set_channel(Some(consume.clone()));
+    let mut subscriptions = Subscriptions::new(config, feed, health.clone(), pause.is_paused(), *running);
+    match subscriptions.try_all(conn).await {
+        Ok(()) => *running = true,
+        Err(Stop::Never(e)) => return Err(e.into()),
+        Err(Stop::Lost(reason)) => return Ok(SessionEnd::Lost(reason)),
+    }
+    // Healthy from here: everything the broker could serve is consumed.
+    health.set_connection(Some(conn.status().clone()));
     // Events and remote control are for operators' tools: without them the
     // worker still works.
     let events = match Events::start(conn, &config.hostname, config.events).await {
@@ -94,16 +90,17 @@ pub(super) async fn session<F: Future<Output = ()>>(
             None
         }
     };
-    tracing::info!(queues = ?queues, concurrency = config.concurrency, hostname = %config.hostname, "consuming");
+    tracing::info!(queues = ?config.consumed_queues(), concurrency = config.concurrency, hostname = %config.hostname, "consuming");
 
     let sender = Sender::new(&config.hostname);
     let sweeping = config.sweep_interval.map(|every| {
         let (db, publisher, sender, settings) = (db.clone(), publisher.clone(), sender.clone(), config.sweep);
         tokio::spawn(async move { sweeper::periodically(&db, &publisher, &sender, settings, every).await })
     });
+    let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         store: db.clone(),
-        publisher,
+        publisher: Patient::new(publisher, stop_rx.clone()),
         plugins: plugins.clone(),
         config: config.clone(),
         sender,
@@ -112,8 +109,10 @@ pub(super) async fn session<F: Future<Output = ()>>(
         pause: pause.clone(),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // What the broker could not serve is tried again beside the deliveries,
+    // so a queue that does not answer never holds up the others.
+    let mut keeping = Box::pin(subscriptions.keep(conn, &pause));
     let end = loop {
         tokio::select! {
             _ = shutdown.as_mut() => {
@@ -121,52 +120,19 @@ pub(super) async fn session<F: Future<Output = ()>>(
                 break SessionEnd::Shutdown;
             }
             delivery = rx.recv() => match delivery {
-                Some(Ok(delivery)) => {
-                    let channel = consume.clone();
+                Some((channel, delivery)) => {
                     tasks.spawn(delivery::handle(ctx.clone(), channel, delivery, permits.clone(), stop_rx.clone()));
                 }
-                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
-                // The session holds a sender: the channel never closes while it runs.
+                // The consumers hold a sender: the channel never closes while they run.
                 None => break SessionEnd::Lost("the delivery feed closed".into()),
             },
-            queue = async { consumers.as_mut().expect("guarded").ended().await }, if consumers.is_some() => {
-                if !consume.status().connected() {
-                    break SessionEnd::Lost("the consuming channel closed".into());
+            stop = &mut keeping => match stop {
+                Stop::Lost(reason) => break SessionEnd::Lost(reason),
+                Stop::Never(e) => {
+                    tasks.abort_all();
+                    return Err(e.into());
                 }
-                metrics::counter!(meters::CANCELLATIONS, "queue" => queue.clone()).increment(1);
-                tracing::warn!(%queue, "the broker cancelled a consumer; the others keep running");
-                pending.push(queue);
-                retry_at = tokio::time::Instant::now();
-            }
-            () = tokio::time::sleep_until(retry_at), if !pending.is_empty() && consumers.is_some() => {
-                let queues = std::mem::take(&mut pending);
-                let running = consumers.as_mut().expect("guarded");
-                match running.resubscribe(conn, config, &consume, &feed, queues).await {
-                    Ok(refused) => pending = refused,
-                    Err(e) => break SessionEnd::Lost(e.to_string()),
-                }
-                retry_at = tokio::time::Instant::now() + RESUBSCRIBE_EVERY;
-            }
-            Ok(()) = pausing.changed() => {
-                let paused = pausing.borrow_and_update().is_some();
-                consumers = match (paused, consumers.take()) {
-                    (true, Some(running)) => {
-                        running.cancel(&consume).await;
-                        tracing::warn!("consumers cancelled while paused");
-                        None
-                    }
-                    (false, None) => match Consumers::start(config, &queues, &consume, &feed).await {
-                        // Every queue is subscribed again, cancelled ones included.
-                        Ok(started) => {
-                            pending.clear();
-                            tracing::info!(queues = ?queues, "consuming again");
-                            Some(started)
-                        }
-                        Err(e) => break SessionEnd::Lost(e.to_string()),
-                    },
-                    (_, unchanged) => unchanged,
-                };
-            }
+            },
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = joined {
                     tracing::error!(error = %e, "delivery handler panicked; its message will be redelivered");
@@ -174,6 +140,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
             }
         }
     };
+    drop(keeping);
     let _ = stop_tx.send(true);
     drop(rx);
     for task in [sweeping, mailbox, heartbeat].into_iter().flatten() {
@@ -182,14 +149,12 @@ pub(super) async fn session<F: Future<Output = ()>>(
     match end {
         SessionEnd::Shutdown => {
             // Stop taking deliveries; those not yet running stay unacked and go back.
-            if let Some(running) = consumers.take() {
-                running.cancel(&consume).await;
-            }
+            subscriptions.cancel().await;
             drain(&mut tasks, config.shutdown_grace).await;
             if let Some(events) = &events {
                 events.worker("worker-offline").await;
             }
-            bounded("channel close", consume.close(200, "worker stopping".into())).await;
+            subscriptions.close().await;
         }
         SessionEnd::Lost(_) => {
             // Nothing in flight can be acked on a dead connection: the broker

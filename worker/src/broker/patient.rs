@@ -1,0 +1,119 @@
+//! Publishing for a delivery when the broker cannot take the message now.
+//!
+//! A message that reaches no queue (its queue's node is down: `312
+//! NO_ROUTE`; the queue deleted and not declared again yet) or is nacked (a
+//! quorum queue without a quorum) is not the delivery's fault. Handing the
+//! delivery back would loop it through the worker as fast as the broker
+//! redelivers, and every redelivery counts toward `--max-deliveries`: within
+//! a second the message would be poison and its schedule FAIL. Instead the
+//! publish is tried again with backoff while the delivery stays held
+//! (unacked, so a worker that dies meanwhile loses nothing), until the
+//! broker takes the message or the worker stops; only then is the delivery
+//! handed back.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, FixedOffset};
+use lapin::BasicProperties;
+use tokio::sync::watch;
+
+use super::{BrokerError, Publish};
+
+/// First pause before publishing again: a consumer cancelled by a deleted
+/// queue is declared again within this.
+const FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between tries: as often as the worker tries again what it
+/// could not declare.
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+/// A publisher that waits out a missing route; see the module's docs.
+#[derive(Clone)]
+pub struct Patient<P> {
+    inner: P,
+    /// True once the worker stops: the wait ends with the last refusal.
+    stopping: watch::Receiver<bool>,
+}
+
+impl<P: Publish> Patient<P> {
+    /// Publishes through `inner`, waiting out missing routes until `stopping`.
+    pub fn new(inner: P, stopping: watch::Receiver<bool>) -> Patient<P> {
+        Patient { inner, stopping }
+    }
+}
+
+fn pauses() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(FIRST_PAUSE)
+        .with_max_delay(LONGEST_PAUSE)
+        .with_factor(2.0)
+        .without_max_times()
+}
+
+impl<P: Publish> Publish for Patient<P> {
+    async fn publish_to_queue(
+        &self,
+        queue: &str,
+        eta: Option<DateTime<FixedOffset>>,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let mut waited = false;
+        let publish = (|| self.inner.publish_to_queue(queue, eta, body, properties.clone()))
+            .retry(pauses())
+            .sleep(tokio::time::sleep)
+            .when(BrokerError::route_missing)
+            .notify(|e: &BrokerError, _| {
+                if !waited {
+                    tracing::warn!(%queue, error = %e, "the broker cannot take the message now; holding the delivery and publishing again until it can");
+                    waited = true;
+                }
+            });
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            published = publish => {
+                if published.is_ok() && waited {
+                    tracing::warn!(%queue, "the broker took the message after a wait");
+                }
+                published
+            }
+            _ = stopping.wait_for(|stop| *stop) => Err(BrokerError::Unroutable(format!("{queue} (stopping while the broker could not take it)"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::fakes::FakePublisher;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_message_is_published_again_until_the_broker_takes_it() {
+        let fake = FakePublisher::default();
+        fake.refuse_next(12);
+        let (_stop, stopping) = watch::channel(false);
+        let patient = Patient::new(fake.clone(), stopping);
+        let started = tokio::time::Instant::now();
+        patient.publish_to_queue("celerity.schedule", None, b"x", BasicProperties::default()).await.unwrap();
+        assert_eq!(fake.sent().len(), 1, "published once it was taken");
+        // 0.2 + 0.4 + 0.8 + 1.6 s, then 2 s each: the pauses are bounded.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(19) && waited <= Duration::from_secs(21), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_the_wait_with_the_refusal() {
+        let fake = FakePublisher::default();
+        fake.refuse_next(u32::MAX);
+        let (stop, stopping) = watch::channel(false);
+        let patient = Patient::new(fake.clone(), stopping);
+        let publishing = patient.publish_to_queue("plugin_callback", None, b"x", BasicProperties::default());
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            stop.send(true).unwrap();
+        };
+        let (published, ()) = tokio::join!(publishing, stopper);
+        assert!(matches!(published, Err(BrokerError::Unroutable(_))), "{published:?}");
+        assert!(fake.sent().is_empty());
+    }
+}
