@@ -10,7 +10,10 @@
 //! it reconnects (and declares its topology again) while the queue's node
 //! is down, and a second worker starts while it is down: both must stay up,
 //! keep polling through `celerity.schedule`, and consume `plugin_schedule`
-//! again when the node returns. Each must end with 0 lost, 0 stranded, each
+//! again when the node returns. In (f) two nodes stop, so Celerity's quorum
+//! queues have no quorum (a consume is never answered, a publish is nacked)
+//! while the classic queues' node runs: both workers stay up, hold what they
+//! cannot publish, and go on when the nodes return. Each must end with 0 lost, 0 stranded, each
 //! schedule finalised once, and one attempt-log row per poll; each run
 //! prints one line with the longest time no poll landed.
 
@@ -32,10 +35,13 @@ use lapin::options::ConfirmSelectOptions;
 
 /// How big a run is: `CELERITY_RABBIT_FULL=1` for the issues' sizes (500 ×
 /// 10; (e) as its issue found it, 300 × 10), with a 20 s outage.
+/// In (f) schedules poll long enough to be mid-run while two nodes stop and stay down.
 fn size(fault: Fault) -> (usize, i32, Duration) {
     match (std::env::var("CELERITY_RABBIT_FULL").as_deref(), fault) {
         (Ok("1"), Fault::ReconnectWhileClassicHomeDown) => (300, 10, Duration::from_secs(20)),
+        (Ok("1"), Fault::NoQuorum) => (300, 60, Duration::from_secs(20)),
         (Ok("1"), _) => (500, 10, Duration::from_secs(20)),
+        (_, Fault::NoQuorum) => (100, 40, Duration::from_secs(10)),
         _ => (100, 6, Duration::from_secs(10)),
     }
 }
@@ -47,6 +53,7 @@ enum Fault {
     Kill9,
     StopClassicHome,
     ReconnectWhileClassicHomeDown,
+    NoQuorum,
 }
 
 impl Fault {
@@ -59,7 +66,43 @@ impl Fault {
             Fault::ReconnectWhileClassicHomeDown => {
                 "e: stop plugin_schedule's node under a worker, start a second while it is down"
             }
+            Fault::NoQuorum => "f: stop two nodes (no quorum for celerity.schedule), start them again",
         }
+    }
+
+    /// The nodes it stops, given where the queues are.
+    fn nodes(self, cluster: &RabbitCluster) -> Vec<usize> {
+        match self {
+            Fault::StopWorkersNode => vec![0],
+            Fault::StopQuorumLeader => {
+                vec![cluster.queue_node(topology::NEXT_POLL_QUEUE).expect("celerity.schedule's leader")]
+            }
+            Fault::Kill9 => vec![1],
+            Fault::StopClassicHome | Fault::ReconnectWhileClassicHomeDown => vec![2],
+            // The classic queues' node stays.
+            Fault::NoQuorum => vec![0, 1],
+        }
+    }
+
+    /// The queue the workers cannot consume until the nodes return, if any.
+    fn held_back(self) -> Option<&'static str> {
+        match self {
+            Fault::StopWorkersNode | Fault::StopQuorumLeader | Fault::Kill9 => None,
+            Fault::StopClassicHome | Fault::ReconnectWhileClassicHomeDown => Some(topology::SCHEDULE_QUEUE.name),
+            Fault::NoQuorum => Some(topology::NEXT_POLL_QUEUE),
+        }
+    }
+}
+
+/// Both workers are up and each says, on `/healthz`, that `queue` is not
+/// available and why (the reason containing `why`).
+async fn both_wait_for(workers: &mut [(Child, SocketAddr)], queue: &str, why: &str, logs: impl Fn() -> String) {
+    for (name, (w, http)) in ["a", "b"].into_iter().zip(workers) {
+        assert!(w.try_wait().expect("worker status").is_none(), "worker {name} exited:\n{}", logs());
+        let (status, body) = health(*http).await;
+        assert_eq!(status, 503, "worker {name}: {body}");
+        let line = body.lines().find(|l| l.starts_with(&format!("broker: {queue} not available for ")));
+        assert!(line.is_some_and(|l| l.contains(why)), "worker {name} on {queue}: {body}");
     }
 }
 
@@ -107,47 +150,49 @@ async fn scenario(fault: Fault) {
     let logs = || format!("a:\n{}\nb:\n{}", log("a"), log("b"));
     let total = schedules as i64 * i64::from(polls);
     wait_for_landed(&progress, total / 3, Duration::from_secs(120), logs).await;
-    let target = match fault {
-        Fault::StopWorkersNode => 0,
-        Fault::StopQuorumLeader => cluster.queue_node(topology::NEXT_POLL_QUEUE).expect("celerity.schedule's leader"),
-        Fault::Kill9 => 1,
-        Fault::StopClassicHome | Fault::ReconnectWhileClassicHomeDown => 2,
-    };
+    let targets = fault.nodes(&cluster);
     // The producer's connection goes with node 2; it has published everything.
     drop(ch);
     drop(conn);
-    match fault {
-        Fault::Kill9 => cluster.nodes[target].kill9(),
-        _ => cluster.nodes[target].stop(),
+    for &n in &targets {
+        match fault {
+            Fault::Kill9 => cluster.nodes[n].kill9(),
+            _ => cluster.nodes[n].stop(),
+        }
     }
     let lost_at = std::time::Instant::now();
     let mut resubscribed = None;
     let mut during_outage = None;
-    if reconnecting {
-        workers.push(worker(&cluster.failover_url(2), &db.url(), "b", &dir));
+    if let Some(queue) = fault.held_back() {
+        if reconnecting {
+            workers.push(worker(&cluster.failover_url(2), &db.url(), "b", &dir));
+        }
         let landed_at_loss = progress.landed();
         tokio::time::sleep(outage).await;
-        for (name, (w, http)) in ["a", "b"].into_iter().zip(&mut workers) {
-            assert!(w.try_wait().expect("worker status").is_none(), "worker {name} exited:\n{}", logs());
-            // Each says which queue it is not consuming, and why.
-            let (status, body) = health(*http).await;
-            assert_eq!(status, 503, "worker {name}: {body}");
-            assert!(body.contains("plugin_schedule not available") && body.contains("down"), "worker {name}: {body}");
-            assert!(!body.contains("celerity.schedule"), "worker {name} consumes celerity.schedule: {body}");
+        match fault {
+            Fault::ReconnectWhileClassicHomeDown => {
+                both_wait_for(&mut workers, queue, "is down or inaccessible", logs).await;
+                // Both kept polling through the quorum celerity.schedule.
+                for (_, http) in &workers {
+                    let (_, body) = health(*http).await;
+                    assert!(!body.contains(topology::NEXT_POLL_QUEUE), "celerity.schedule is consumed: {body}");
+                }
+                assert!(progress.landed() > landed_at_loss, "no poll landed while the node was down:\n{}", logs());
+            }
+            Fault::NoQuorum => {
+                both_wait_for(&mut workers, queue, "no answer", logs).await;
+                assert!(progress.landed() < total, "the outage came after the run's end; lengthen the run");
+            }
+            _ => {}
         }
-        // Both kept polling through the quorum celerity.schedule.
         during_outage = Some(progress.landed() - landed_at_loss);
-        assert!(during_outage > Some(0), "no poll landed while the node was down:\n{}", logs());
-    }
-    if matches!(fault, Fault::StopClassicHome | Fault::ReconnectWhileClassicHomeDown) {
-        if !reconnecting {
-            tokio::time::sleep(outage).await;
+        for &n in &targets {
+            cluster.nodes[n].launch();
         }
-        cluster.nodes[target].launch();
-        // Both workers subscribe to the classic queue again when its node is back.
+        // Both workers consume the queue again once its nodes are back.
         let back = std::time::Instant::now();
-        while cluster.consumers(topology::SCHEDULE_QUEUE.name) != Some(2) {
-            assert!(back.elapsed() < Duration::from_secs(30), "plugin_schedule not consumed again:\n{}", logs());
+        while cluster.consumers(queue) != Some(2) {
+            assert!(back.elapsed() < Duration::from_secs(30), "{queue} not consumed again:\n{}", logs());
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         resubscribed = Some(back.elapsed());
@@ -176,7 +221,7 @@ async fn scenario(fault: Fault) {
         let _ = w.wait();
     }
     println!(
-        "rabbit scenario=\"{}\" node={target} {report} stall={:.1}s next_poll_after_loss={} resubscribed_after_return={} polls_while_down={}",
+        "rabbit scenario=\"{}\" nodes={targets:?} {report} stall={:.1}s next_poll_after_loss={} consumed_again_after_return={} polls_while_down={}",
         fault.label(),
         // The first batch's: the later one waits for the node by design.
         timeline.longest_stall_up_to(total).as_secs_f64(),
@@ -213,4 +258,9 @@ async fn d_stop_the_classic_queue_node_and_start_it_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn e_reconnect_and_start_while_the_classic_queue_node_is_down() {
     scenario(Fault::ReconnectWhileClassicHomeDown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f_stop_two_nodes_so_the_quorum_queues_have_no_quorum() {
+    scenario(Fault::NoQuorum).await;
 }

@@ -84,18 +84,49 @@ impl<P: Publish> Publish for Patient<P> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
-    use crate::tasks::fakes::FakePublisher;
+
+    /// Refuses its first `refusals` publishes as a broker nack, then takes them.
+    #[derive(Clone, Default)]
+    struct Refusing {
+        refusals: Arc<AtomicU32>,
+        taken: Arc<AtomicU32>,
+    }
+
+    impl Publish for Refusing {
+        async fn publish_to_queue(
+            &self,
+            queue: &str,
+            _eta: Option<DateTime<FixedOffset>>,
+            _body: &[u8],
+            _properties: BasicProperties,
+        ) -> Result<(), BrokerError> {
+            let refused = self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            match refused {
+                Ok(_) => Err(BrokerError::Nacked(queue.to_owned())),
+                Err(_) => {
+                    self.taken.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn refusing(refusals: u32) -> Refusing {
+        Refusing { refusals: Arc::new(AtomicU32::new(refusals)), taken: Arc::default() }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_message_is_published_again_until_the_broker_takes_it() {
-        let fake = FakePublisher::default();
-        fake.refuse_next(12);
+        let broker = refusing(12);
         let (_stop, stopping) = watch::channel(false);
-        let patient = Patient::new(fake.clone(), stopping);
+        let patient = Patient::new(broker.clone(), stopping);
         let started = tokio::time::Instant::now();
         patient.publish_to_queue("celerity.schedule", None, b"x", BasicProperties::default()).await.unwrap();
-        assert_eq!(fake.sent().len(), 1, "published once it was taken");
+        assert_eq!(broker.taken.load(Ordering::SeqCst), 1, "published once it was taken");
         // 0.2 + 0.4 + 0.8 + 1.6 s, then 2 s each: the pauses are bounded.
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(19) && waited <= Duration::from_secs(21), "{waited:?}");
@@ -103,10 +134,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stopping_ends_the_wait_with_the_refusal() {
-        let fake = FakePublisher::default();
-        fake.refuse_next(u32::MAX);
+        let broker = refusing(u32::MAX);
         let (stop, stopping) = watch::channel(false);
-        let patient = Patient::new(fake.clone(), stopping);
+        let patient = Patient::new(broker.clone(), stopping);
         let publishing = patient.publish_to_queue("plugin_callback", None, b"x", BasicProperties::default());
         let stopper = async {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -114,6 +144,29 @@ mod tests {
         };
         let (published, ()) = tokio::join!(publishing, stopper);
         assert!(matches!(published, Err(BrokerError::Unroutable(_))), "{published:?}");
-        assert!(fake.sent().is_empty());
+        assert_eq!(broker.taken.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_other_failure_is_returned_at_once() {
+        #[derive(Clone)]
+        struct Broken;
+        impl Publish for Broken {
+            async fn publish_to_queue(
+                &self,
+                _queue: &str,
+                _eta: Option<DateTime<FixedOffset>>,
+                _body: &[u8],
+                _properties: BasicProperties,
+            ) -> Result<(), BrokerError> {
+                let closed = lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "basic.publish");
+                Err(BrokerError::Amqp(closed.into()))
+            }
+        }
+        let (_stop, stopping) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let published = Patient::new(Broken, stopping).publish_to_queue("q", None, b"x", Default::default()).await;
+        assert!(matches!(published, Err(BrokerError::Amqp(_))), "{published:?}");
+        assert_eq!(started.elapsed(), Duration::ZERO, "a dead channel is the caller's to hand back");
     }
 }
