@@ -137,17 +137,37 @@ async fn a_declaration_the_user_may_not_make_stops_the_worker_without_blaming_ar
     assert!(!stderr.contains("secret-password"), "the password stays out of the log: {stderr}");
 }
 
+/// A healthy in-process worker connected as a user of its own, whose grants
+/// a test changes, on a fresh vhost, with a guest connection beside it.
+struct OwnUser {
+    worker: InProcessWorker,
+    http: std::net::SocketAddr,
+    user: VhostUser,
+    conn: lapin::Connection,
+    ch: lapin::Channel,
+    tdb: celerity_tests::TestDatabase,
+    vhost: Vhost,
+}
+
+impl OwnUser {
+    async fn start(concurrency: usize) -> OwnUser {
+        let vhost = Vhost::create();
+        let tdb = migrated_database();
+        let user = VhostUser::create(&vhost, ".*");
+        let (conn, ch) = confirmed_channel(&vhost).await;
+        let mut config = worker_config(user.url(), &tdb.url());
+        config.concurrency = concurrency;
+        config.http_addr = free_local_addr();
+        let http = config.http_addr;
+        let worker = InProcessWorker::start(config, Registry::with_builtin());
+        wait_health(http, 200, Duration::from_secs(30)).await;
+        OwnUser { worker, http, user, conn, ch, tdb, vhost }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_grant_revoked_under_a_running_worker_holds_back_that_queue_alone_until_it_is_restored() {
-    let vhost = Vhost::create();
-    let tdb = migrated_database();
-    let user = VhostUser::create(&vhost, ".*");
-    let (conn, ch) = confirmed_channel(&vhost).await;
-    let mut config = worker_config(user.url(), &tdb.url());
-    config.http_addr = free_local_addr();
-    let http = config.http_addr;
-    let worker = InProcessWorker::start(config, Registry::with_builtin());
-    wait_health(http, 200, Duration::from_secs(30)).await;
+    let OwnUser { worker, http, user, conn, ch, tdb, vhost: _vhost } = OwnUser::start(4).await;
     let (schedule, callback) = (topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name);
 
     // The worker may no longer declare plugin_callback, and loses its consumer.
@@ -192,17 +212,8 @@ async fn a_grant_revoked_under_a_running_worker_holds_back_that_queue_alone_unti
 /// count toward --max-deliveries and FAIL the schedule as poison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_next_poll_whose_queue_is_missing_is_held_until_the_queue_is_back() {
-    let vhost = Vhost::create();
-    let tdb = migrated_database();
-    let user = VhostUser::create(&vhost, ".*");
-    let (conn, ch) = confirmed_channel(&vhost).await;
-    let mut config = worker_config(user.url(), &tdb.url());
     // A held delivery keeps its slot: room for all of them.
-    config.concurrency = 8;
-    config.http_addr = free_local_addr();
-    let http = config.http_addr;
-    let worker = InProcessWorker::start(config, Registry::with_builtin());
-    wait_health(http, 200, Duration::from_secs(30)).await;
+    let OwnUser { worker, user, conn, ch, tdb, vhost: _vhost, .. } = OwnUser::start(8).await;
     let (schedule, next) = (topology::SCHEDULE_QUEUE.name, topology::NEXT_POLL_QUEUE);
     user.permit("^(?!celerity\\.schedule$).*");
     ch.queue_delete(next.into(), QueueDeleteOptions::default()).await.expect("delete the queue");

@@ -33,16 +33,17 @@ use celerity_tests::{
 };
 use lapin::options::ConfirmSelectOptions;
 
-/// How big a run is: `CELERITY_RABBIT_FULL=1` for the issues' sizes (500 ×
-/// 10; (e) as its issue found it, 300 × 10), with a 20 s outage.
-/// In (f) schedules poll long enough to be mid-run while two nodes stop and stay down.
+/// How big a run is: `CELERITY_RABBIT_FULL=1` for the full size (500 × 20;
+/// (e) as its issue found it, 300 × 10), with a 20 s outage.
+/// Schedules poll long enough to be mid-run when a stopped node is gone
+/// (a graceful stop takes seconds), and in (f) while two stay down.
 fn size(fault: Fault) -> (usize, i32, Duration) {
     match (std::env::var("CELERITY_RABBIT_FULL").as_deref(), fault) {
         (Ok("1"), Fault::ReconnectWhileClassicHomeDown) => (300, 10, Duration::from_secs(20)),
         (Ok("1"), Fault::NoQuorum) => (300, 60, Duration::from_secs(20)),
-        (Ok("1"), _) => (500, 10, Duration::from_secs(20)),
+        (Ok("1"), _) => (500, 20, Duration::from_secs(20)),
         (_, Fault::NoQuorum) => (100, 40, Duration::from_secs(10)),
-        _ => (100, 6, Duration::from_secs(10)),
+        _ => (100, 10, Duration::from_secs(10)),
     }
 }
 
@@ -161,6 +162,7 @@ async fn scenario(fault: Fault) {
         }
     }
     let lost_at = std::time::Instant::now();
+    assert!(progress.landed() < total, "the fault came after the run's end; lengthen the run");
     let mut resubscribed = None;
     let mut during_outage = None;
     if let Some(queue) = fault.held_back() {

@@ -120,11 +120,7 @@ pub fn node_name(url: &str) -> String {
 /// Pauses between attempts: from [`FIRST_PAUSE`], doubling, at most
 /// [`LONGEST_PAUSE`], never giving up by itself.
 fn pauses() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(FIRST_PAUSE)
-        .with_max_delay(LONGEST_PAUSE)
-        .with_factor(2.0)
-        .without_max_times()
+    super::doubling(FIRST_PAUSE, LONGEST_PAUSE)
 }
 
 /// Rounds with backoff until one connects, logging each failure as `what`.

@@ -12,6 +12,7 @@ pub mod topology;
 
 use std::time::Duration;
 
+use backon::ExponentialBuilder;
 use thiserror::Error;
 
 pub use self::connect::BrokerAddr;
@@ -22,6 +23,12 @@ pub use self::refusal::Refusal;
 pub use self::topology::{
     DEAD_LETTER_QUEUE, Part, QueueKinds, QueueType, declare_framework_queue, declare_part, declare_topology,
 };
+
+/// Pauses from `first`, doubling, at most `longest`, never giving up: how
+/// the worker tries the broker again, to connect or to publish.
+fn doubling(first: Duration, longest: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new().with_min_delay(first).with_max_delay(longest).with_factor(2.0).without_max_times()
+}
 
 /// Everything that can go wrong with the broker.
 #[derive(Debug, Error)]

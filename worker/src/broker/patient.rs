@@ -43,11 +43,7 @@ impl<P: Publish> Patient<P> {
 }
 
 fn pauses() -> ExponentialBuilder {
-    ExponentialBuilder::new()
-        .with_min_delay(FIRST_PAUSE)
-        .with_max_delay(LONGEST_PAUSE)
-        .with_factor(2.0)
-        .without_max_times()
+    super::doubling(FIRST_PAUSE, LONGEST_PAUSE)
 }
 
 impl<P: Publish> Publish for Patient<P> {
