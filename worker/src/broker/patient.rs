@@ -8,7 +8,8 @@
 //! a second the message would be poison and its schedule FAIL. Instead the
 //! publish is tried again with backoff while the delivery stays held
 //! (unacked, so a worker that dies meanwhile loses nothing), until the
-//! broker takes the message or the worker stops; only then is the delivery
+//! broker takes the message or the worker stops; a stop ends the wait
+//! after the publish in flight, never during it, and the delivery is then
 //! handed back.
 
 use std::time::Duration;
@@ -31,7 +32,7 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Patient<P> {
     inner: P,
-    /// True once the worker stops: the wait ends with the last refusal.
+    /// True once the worker stops: the wait ends with the broker's last refusal.
     stopping: watch::Receiver<bool>,
 }
 
@@ -55,26 +56,33 @@ impl<P: Publish> Publish for Patient<P> {
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
         let mut waited = false;
-        let publish = (|| self.inner.publish_to_queue(queue, eta, body, properties.clone()))
+        // A stop cuts a pause short and ends the retries, never a publish
+        // in flight: one the broker takes is then acked as usual.
+        let stopping = self.stopping.clone();
+        let pause = move |pause: Duration| {
+            let mut stopping = stopping.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stopping.wait_for(|stop| *stop) => {}
+                }
+            }
+        };
+        let published = (|| self.inner.publish_to_queue(queue, eta, body, properties.clone()))
             .retry(pauses())
-            .sleep(tokio::time::sleep)
-            .when(BrokerError::route_missing)
+            .sleep(pause)
+            .when(|e: &BrokerError| e.route_missing() && !*self.stopping.borrow())
             .notify(|e: &BrokerError, _| {
                 if !waited {
                     tracing::warn!(%queue, error = %e, "the broker cannot take the message now; holding the delivery and publishing again until it can");
                     waited = true;
                 }
-            });
-        let mut stopping = self.stopping.clone();
-        tokio::select! {
-            published = publish => {
-                if published.is_ok() && waited {
-                    tracing::warn!(%queue, "the broker took the message after a wait");
-                }
-                published
-            }
-            _ = stopping.wait_for(|stop| *stop) => Err(BrokerError::Unroutable(format!("{queue} (stopping while the broker could not take it)"))),
+            })
+            .await;
+        if published.is_ok() && waited {
+            tracing::warn!(%queue, "the broker took the message after a wait");
         }
+        published
     }
 }
 
@@ -138,9 +146,33 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             stop.send(true).unwrap();
         };
+        let started = tokio::time::Instant::now();
         let (published, ()) = tokio::join!(publishing, stopper);
-        assert!(matches!(published, Err(BrokerError::Unroutable(_))), "{published:?}");
+        assert!(matches!(published, Err(BrokerError::Nacked(_))), "the broker's own refusal: {published:?}");
+        assert!(started.elapsed() < Duration::from_secs(31), "ended with the stop: {:?}", started.elapsed());
         assert_eq!(broker.taken.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_never_cuts_a_publish_short() {
+        #[derive(Clone)]
+        struct Slow;
+        impl Publish for Slow {
+            async fn publish_to_queue(
+                &self,
+                _queue: &str,
+                _eta: Option<DateTime<FixedOffset>>,
+                _body: &[u8],
+                _properties: BasicProperties,
+            ) -> Result<(), BrokerError> {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            }
+        }
+        // Stopping already: the message goes out all the same, and its delivery is acked.
+        let (_stop, stopping) = watch::channel(true);
+        let published = Patient::new(Slow, stopping).publish_to_queue("q", None, b"x", Default::default()).await;
+        assert!(published.is_ok(), "{published:?}");
     }
 
     #[tokio::test(start_paused = true)]
