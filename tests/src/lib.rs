@@ -260,6 +260,11 @@ impl ChildGuard {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("child status").is_none()
+    }
 }
 
 impl Drop for ChildGuard {

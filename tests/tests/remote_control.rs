@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use celerity::plugins::Registry;
 use celerity_tests::{
-    InProcessWorker, Vhost, celery_inspect as reply, celery_inspect_once as inspect, migrated_database, unique,
-    worker_config,
+    ChildGuard, InProcessWorker, Vhost, celerity_bin, celery_inspect as reply, celery_inspect_once as inspect, connect,
+    example_worker, free_local_addr, migrated_database, temp_dir, unique, worker_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -114,4 +114,42 @@ async fn celery_inspect_lists_active_reserved_and_scheduled_tasks() {
     let entry = scheduled.as_array().and_then(|s| s.iter().find(|t| t["request"]["id"] == later.id.as_str()));
     assert!(entry.is_some_and(|e| e["eta"].as_str().is_some()), "{scheduled}");
     worker.stop().await.unwrap();
+}
+
+/// Hostile requests on the control exchange, which anyone who can publish
+/// on the vhost reaches every worker through: 200,000 `*` (the recursive
+/// matcher overflowed the stack and aborted the process), `*a*a…*b`
+/// (exponential backtracking pinned a runtime thread), a 1 MiB body. Each
+/// addresses no node; the worker process stays up and answers a ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_patterns_on_the_control_exchange_leave_every_worker_answering() {
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let node = format!("celerity@{}", "a".repeat(60));
+    let dir = temp_dir();
+    let mut cmd = example_worker(celerity_bin(), &vhost.url(), &tdb.url());
+    cmd.args(["--hostname", &node, "--http-addr", &free_local_addr().to_string()]);
+    let mut worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    assert_eq!(reply(&vhost.url(), "ping", &node).await, serde_json::json!({"ok": "pong"}));
+
+    let conn = connect(&vhost.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let request = |pattern: String| {
+        serde_json::json!({
+            "method": "ping", "arguments": {}, "destination": null, "pattern": pattern, "matcher": "glob",
+            "ticket": unique("t"), "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": unique("r")},
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let mut bodies = vec![request("*".repeat(200_000)), request(format!("{}b", "*a".repeat(500)))];
+    bodies.push(request(format!("{}{}", "x".repeat(1 << 20), node)));
+    for body in bodies {
+        let props = lapin::BasicProperties::default().with_content_type("application/json".into());
+        ch.basic_publish("celery.pidbox".into(), "".into(), Default::default(), &body, props).await.unwrap();
+    }
+    assert_eq!(reply(&vhost.url(), "ping", &node).await, serde_json::json!({"ok": "pong"}));
+    assert!(worker.running(), "the worker exited:\n{}", worker.log());
+    drop(worker);
+    let _ = std::fs::remove_dir_all(dir);
 }

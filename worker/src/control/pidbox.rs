@@ -20,6 +20,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 use serde_json::{Value, json};
+use wildmatch::WildMatch;
 
 use broker_proto::{header, topology};
 
@@ -32,6 +33,13 @@ use crate::config::WorkerConfig;
 
 /// The control exchange (Celery's `control_exchange` = `celery`).
 pub const EXCHANGE: &str = "celery.pidbox";
+/// Largest request read: `celery inspect` and `celery control` send a few
+/// hundred bytes; anyone who can publish on the vhost can send more.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Longest node pattern matched: node names are host names with a prefix,
+/// far shorter; a longer pattern addresses no node. With it the matching
+/// (linear, no recursion) stays microseconds on a runtime thread.
+const MAX_PATTERN_CHARS: usize = 1024;
 /// Celery's `control_queue_ttl` (300 s) and `control_queue_expires` (10 s), in ms.
 const QUEUE_TTL_MS: i64 = 300_000;
 const QUEUE_EXPIRES_MS: i64 = 10_000;
@@ -139,6 +147,10 @@ pub async fn start(
             if expires.is_some_and(|at| at > 0.0 && unix_now() > at) {
                 continue;
             }
+            if delivery.data.len() > MAX_REQUEST_BYTES {
+                tracing::warn!(bytes = delivery.data.len(), "remote control message too large; ignored");
+                continue;
+            }
             match serde_json::from_slice::<Value>(&delivery.data) {
                 Ok(request) => handle(&node, &channel, &request).await,
                 Err(e) => tracing::warn!(error = %e, "remote control message is not JSON; ignored"),
@@ -199,18 +211,11 @@ fn addressed_to(hostname: &str, request: &Value) -> bool {
     }
 }
 
-/// `*` and `?` globbing, enough for node names.
+/// `*` and `?` globbing, enough for node names, as Celery's `fnmatch`
+/// without character classes; a pattern past [`MAX_PATTERN_CHARS`] matches
+/// nothing.
 fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>())
+    pattern.chars().count() <= MAX_PATTERN_CHARS && WildMatch::new(pattern).matches(text)
 }
 
 /// The reply to `method`, or `None` for a command this worker does not know.
@@ -289,6 +294,21 @@ mod tests {
         assert!(!addressed_to(me, &json!({"destination": ["a@b"]})));
         assert!(addressed_to(me, &json!({"destination": null, "pattern": "celerity@*", "matcher": "glob"})));
         assert!(!addressed_to(me, &json!({"destination": null, "pattern": "python@*", "matcher": "glob"})));
+    }
+
+    #[test]
+    fn hostile_patterns_address_no_node_and_cost_nothing() {
+        let me = "celerity@worker-1";
+        // A recursive matcher overflowed the stack on this one.
+        let stars = "*".repeat(200_000);
+        assert!(!addressed_to(me, &json!({"pattern": stars, "matcher": "glob"})), "too long to be a node pattern");
+        // And backtracked exponentially on this one.
+        let long_name = format!("celerity@{}", "a".repeat(200));
+        let backtracking = format!("{}b", "*a".repeat(400));
+        assert!(!glob(&backtracking, &long_name));
+        assert!(glob(&"*a".repeat(200), &long_name), "still a glob");
+        assert!(glob("celerity@worker-?", me));
+        assert!(glob(&format!("{}celerity@worker-1", "*".repeat(1000)), me), "a long but allowed pattern");
     }
 
     #[test]
