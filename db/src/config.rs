@@ -79,15 +79,38 @@ impl fmt::Debug for DbConfig {
 }
 
 /// The URL with its password replaced by `***`, for logs and errors; each
-/// URL of a `;`-separated list (a broker's failover list) alike.
+/// URL of a `;`-separated list (a broker's failover list) alike. Whatever
+/// the password holds unencoded (`/`, `?`, `#`, `@`, `;`), it never shows:
+/// the credentials end at the last `@`, and a `;` separates two URLs only
+/// where a new `scheme://` follows. When something after the host holds an
+/// `@` too, more than the password is masked, never less.
 pub fn redact_url(url: &str) -> String {
-    if url.contains(';') {
-        return url.split(';').map(redact_url).collect::<Vec<_>>().join(";");
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(end) = next_url_end(rest) {
+        out.push_str(&redact_one(&rest[..end]));
+        out.push(';');
+        rest = &rest[end + 1..];
     }
+    out.push_str(&redact_one(rest));
+    out
+}
+
+/// Where the first URL of a list ends: a `;` followed by another `scheme://`.
+fn next_url_end(list: &str) -> Option<usize> {
+    list.match_indices(';').map(|(i, _)| i).find(|&i| {
+        let next = list[i + 1..].trim_start();
+        next.split_once("://").is_some_and(|(scheme, _)| {
+            let mut chars = scheme.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+    })
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    // The userinfo ends at the last '@' before the first '/' of the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let Some(at) = rest.rfind('@') else { return url.to_owned() };
     match rest[..at].split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
         None => url.to_owned(),
@@ -106,5 +129,22 @@ mod tests {
         assert_eq!(redact_url("amqp://u:p1@a//;amqp://u:p2@b//"), "amqp://u:***@a//;amqp://u:***@b//");
         let cfg = DbConfig::new("mysql://u:hunter2@h/d");
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_with_unencoded_delimiters_never_show() {
+        for password in ["ab/cd", "a?b", "a#b", "a@b", "a;b", "a;amqp:b", "se/cr:et@x?y#z", "/x/"] {
+            for url in [format!("mysql://root:{password}@db:3306/x"), format!("amqp://u:{password}@h:5672/%2f")] {
+                let shown = redact_url(&url);
+                assert!(!shown.contains(password), "{url} shows as {shown}");
+                assert!(shown.contains(":***@"), "{url} shows as {shown}");
+            }
+        }
+        assert_eq!(redact_url("mysql://root:ab/cd@db/x"), "mysql://root:***@db/x");
+        // In a failover list, each node alike, whatever its password holds.
+        assert_eq!(redact_url("amqp://u:a;b@h1//; amqp://u:c/d@h2//"), "amqp://u:***@h1//; amqp://u:***@h2//");
+        // An '@' after the host masks more, never less.
+        assert_eq!(redact_url("mysql://u:p@h/d?ssl_ca=/a@b"), "mysql://u:***@b");
+        assert_eq!(redact_url("mysql://root@h/d"), "mysql://root@h/d");
     }
 }

@@ -218,3 +218,32 @@ async fn credentials_never_show_in_logs_errors_or_status() {
     diesel::sql_query(format!("DROP USER '{db_user}'@'%'")).execute(&mut admin).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Passwords holding URL delimiters unencoded (`/`, `?`, `#`, `@`, `;`):
+/// such a URL does not work, and the worker says so without showing the
+/// password (before, `mysql://root:ab/cd@…` was logged whole).
+#[test]
+fn passwords_with_unencoded_delimiters_never_show() {
+    for secret in ["sl/ash-5e1f", "qu?ery-5e1f", "ha#sh-5e1f", "at@sign-5e1f", "semi;colon-5e1f"] {
+        let db_url = format!("mysql://root:{secret}@127.0.0.1:3306/celerity");
+        let broker_url = format!("amqp://guest:{secret}@127.0.0.1:5672/%2f");
+        let runs: [(&str, Vec<&str>); 3] = [
+            ("a worker's database URL", vec!["worker", "--example-plugin", "--database-url", &db_url]),
+            ("a worker's broker URL", vec!["worker", "--example-plugin", "--broker-url", &broker_url]),
+            ("migrate", vec!["migrate", "--database-url", &db_url]),
+        ];
+        for (what, args) in runs {
+            let out = Command::new(celerity_bin())
+                .args(&args)
+                .args(["--broker-wait", "1"].iter().filter(|_| args[0] == "worker"))
+                .env("RUST_LOG", "debug")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(!out.status.success(), "{what} with {secret} must fail: {text}");
+            let tail = secret.split(['/', '?', '#', '@', ';']).nth(1).unwrap();
+            assert!(!text.contains(secret) && !text.contains(tail), "{what}: the password shows:\n{text}");
+        }
+    }
+}
