@@ -401,3 +401,53 @@ fn the_host_is_python_3_8_syntax() {
         .unwrap();
     assert!(out.status.success(), "host.py is not Python 3.8: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A plugin host starts with only its pipes: none of the worker's database
+/// sockets (libmariadb opens them without close-on-exec, so a host started
+/// while the pool held connections inherited authenticated sessions), and
+/// none of the worker's own settings in its environment (its URLs carry
+/// passwords; its admin token opens the operator routes). The project's
+/// own settings (`BK_PLUGIN_RUNTIME_*`) stay: the framework reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_gets_no_database_socket_and_no_worker_secret() {
+    let dir = temp_dir();
+    let project = Project::new(&python());
+    let node = format!("{}@hosts", unique("node"));
+    let mut cmd = std::process::Command::new(celerity_bin());
+    cmd.args(["worker", "--python"])
+        .arg(python())
+        .args(["--python-workers", "2", "--hostname", &node, "--http-addr", "127.0.0.1:0", "--sweep-interval", "0"])
+        .envs(project.env())
+        .env("CELERITY_BROKER_URL", project.vhost.url())
+        .env("CELERITY_DATABASE_URL", project.db.url())
+        .env("CELERITY_ADMIN_TOKEN", "a-token-no-plugin-may-see-0123456789");
+    let worker = ChildGuard::spawn(cmd, dir.join("celerity.log"));
+    let stats = celery_inspect(&project.vhost.url(), "stats", &node).await;
+    let pids: Vec<u64> = stats["pool"]["plugins"]["python"]["idle-pids"]
+        .as_array()
+        .map(|pids| pids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert_eq!(pids.len(), 2, "{stats}\n{}", worker.log());
+    for pid in pids {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let names: Vec<String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, _)| k.to_owned()))
+            .collect();
+        let leaked: Vec<&String> =
+            names.iter().filter(|k| k.starts_with("CELERITY_") && *k != "CELERITY_HOST_LOG_LEVEL").collect();
+        assert!(leaked.is_empty(), "host {pid} has the worker's settings {leaked:?}");
+        assert!(
+            names.iter().any(|k| k == "BK_PLUGIN_RUNTIME_DB_NAME"),
+            "host {pid} keeps the project's settings: {names:?}"
+        );
+        let mut fds = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
+            fds.push(format!("{}={target}", entry.file_name().to_string_lossy()));
+        }
+        assert!(!fds.iter().any(|fd| fd.contains("socket:")), "host {pid} holds a socket: {fds:?}");
+        assert!(fds.len() <= 6, "host {pid}: standard streams and the two protocol pipes only: {fds:?}");
+    }
+    drop(worker);
+}

@@ -1,6 +1,24 @@
 //! Security basics on the real services: `amqps://` with a CA of the
 //! operator's, MySQL over TLS through the URL's options, and credentials that
 //! never show in logs, errors or `celerity status`.
+//!
+//! The worker's input surfaces, what attacks each, and which test proves it
+//! holds (a reviewer's map; each test fails on the build before its fix):
+//! - the remote-control mailbox (`celery.pidbox`, anyone on the vhost): a
+//!   200,000-`*` pattern, an exponentially backtracking one and a 1 MiB
+//!   request leave the worker up and answering a ping
+//!   (`remote_control.rs`, `hostile_patterns_on_the_control_exchange_…`);
+//! - configuration: a password holding `/`, `?`, `#`, `@` or `;` unencoded
+//!   never shows in any output (`passwords_with_unencoded_delimiters_never_show`
+//!   here); the admin token from a file, never both ways
+//!   (`worker/src/config/validate.rs`);
+//! - the plugin hosts: no inherited socket or descriptor beyond their pipes,
+//!   no `CELERITY_*` setting in their environment
+//!   (`python_plugins.rs`, `a_host_gets_no_database_socket_and_no_worker_secret`);
+//! - AMQP messages: malformed, huge, deeply nested and non-UTF-8 bodies are
+//!   dead-lettered with their reason (`faults.rs`, `broker-proto/tests/malformed.rs`);
+//! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies
+//!   (`operator.rs`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

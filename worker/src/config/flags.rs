@@ -283,9 +283,13 @@ pub struct WorkerArgs {
     /// 0 counts once, at start).
     #[arg(long, env = "CELERITY_SCHEDULES_COUNT_INTERVAL", default_value_t = Secs(config::DEFAULT_SCHEDULES_COUNT_INTERVAL))]
     pub schedules_count_interval: Secs,
-    /// Bearer token of the HTTP operator controls (/schedules/...); they are off without it.
-    #[arg(long, env = "CELERITY_ADMIN_TOKEN", hide_env_values = true)]
+    /// Bearer token of the HTTP operator controls (/schedules/...); they are off without it. On the command
+    /// line it shows in `ps`: prefer the environment or --admin-token-file.
+    #[arg(long, env = "CELERITY_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
     pub admin_token: Option<String>,
+    /// A file holding the admin token (its first line), e.g. a mounted secret.
+    #[arg(long, env = "CELERITY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 /// Where the plugins come from and how Python ones run: shared by `worker` and `plugins`.

@@ -67,11 +67,21 @@ impl WorkerArgs {
             python: self.plugins.python_settings()?,
             example_plugin: self.plugins.example_plugin,
             plugin_max_crashes: self.plugins.plugin_max_crashes.max(1),
-            admin_token: admin_token(self.admin_token)?,
+            admin_token: admin_token(match &self.admin_token_file {
+                Some(path) => Some(read_token_file(path)?),
+                None => self.admin_token,
+            })?,
             schedules_count_interval: (!self.schedules_count_interval.0.is_zero())
                 .then_some(self.schedules_count_interval.0),
         })
     }
+}
+
+/// The first line of the admin token's file, read once at start-up.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--admin-token-file {}: cannot be read: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
 /// The admin token, if one is set: long enough, and without spaces (a
@@ -289,5 +299,23 @@ mod tests {
     #[test]
     fn a_failover_list_of_brokers_is_accepted_as_celery_writes_it() {
         assert_eq!(check_broker_url("amqp://a:5672//;amqp://b:5672//;amqp://c:5672//"), Ok(()));
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_file_or_the_flag_never_both() {
+        let dir = std::env::temp_dir().join(format!("celerity-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-a-mounted-secret-0123456789\nignored\n").unwrap();
+        let path = file.to_str().unwrap();
+        let config = worker(&["--admin-token-file", path]).unwrap();
+        assert_eq!(config.admin_token.map(|t| t.0).as_deref(), Some("from-a-mounted-secret-0123456789"));
+        let both = worker(&["--admin-token-file", path, "--admin-token", "another-token-0123456789"]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
+        let missing = worker(&["--admin-token-file", "/no/such/token"]).unwrap_err();
+        assert!(missing.starts_with("--admin-token-file /no/such/token: cannot be read"), "{missing}");
+        std::fs::write(&file, "short\n").unwrap();
+        assert!(worker(&["--admin-token-file", path]).unwrap_err().contains("at least 16"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -30,6 +30,26 @@ import traceback
 PROTOCOL_VERSION = 1
 
 
+def _close_inherited_fds():
+    """Closes every descriptor but 0, 1 and 2: the worker's database client
+    opens its sockets without close-on-exec, and plugin code must not get
+    the worker's authenticated sessions."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        os.closerange(3, 65536)
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+_close_inherited_fds()
+
+
 def _take_protocol_streams():
     """Keeps the protocol on private copies of fds 0 and 1; fd 0 becomes
     /dev/null and fd 1 becomes standard error."""

@@ -21,6 +21,11 @@ pub const HOST_SOURCE: &str = include_str!("host.py");
 /// Runs the host's code under its own name, so tracebacks say where they are.
 const BOOTSTRAP: &str = "import sys; exec(compile(sys.argv.pop(1), 'celerity-plugin-host.py', 'exec'))";
 
+/// The prefix of the worker's own settings in the environment
+/// (`CELERITY_DATABASE_URL`, `CELERITY_ADMIN_TOKEN`, ...), none of which a
+/// host is given.
+const WORKER_ENV_PREFIX: &str = "CELERITY_";
+
 /// How long a host may take to import the project and report ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -50,7 +55,16 @@ impl Host {
     /// Starts a host and waits until it reports its plugins. A project
     /// that cannot be imported is an error with the host's traceback.
     pub async fn start(settings: &PythonSettings) -> Result<(Host, Ready), String> {
-        let mut child = Command::new(&settings.interpreter)
+        let mut command = Command::new(&settings.interpreter);
+        // The project's environment, without the worker's own settings: its
+        // URLs carry passwords and its admin token opens the operator routes,
+        // and a plugin (or anything it starts) would inherit them.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with(WORKER_ENV_PREFIX) {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args(["-c", BOOTSTRAP, HOST_SOURCE])
             .env("CELERITY_HOST_LOG_LEVEL", python_level(settings.log_level).to_string())
             .stdin(Stdio::piped())
