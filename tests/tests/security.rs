@@ -15,7 +15,7 @@
 //! - the plugin hosts: no inherited socket or descriptor beyond their pipes,
 //!   no `CELERITY_*` setting in their environment
 //!   (`python_plugins.rs`, `a_host_gets_no_database_socket_and_no_worker_secret`);
-//! - AMQP messages: malformed, huge, deeply nested and non-UTF-8 bodies are
+//! - AMQP messages: malformed, binary and deeply nested bodies are
 //!   dead-lettered with their reason (`faults.rs`, `broker-proto/tests/malformed.rs`);
 //! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies
 //!   (`operator.rs`).
