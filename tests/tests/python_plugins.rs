@@ -246,6 +246,87 @@ async fn misbehaving_plugins_take_nothing_else_down_and_strand_nothing() {
     );
 }
 
+/// Output hostile to the host's pipes ends the step that wrote it and no
+/// other, and no step waits for a reply that will not come: bytes that are
+/// not UTF-8 and a 100 MiB line are logged (cut) and the step goes on;
+/// `wait_poll(inf)` FAILs with the reason (before, Python wrote `Infinity`,
+/// which is not JSON, and the step waited for good; `wait_poll("5")` the
+/// framework itself refuses); a line in the protocol's own pipe
+/// during a step FAILs that step with the reason; one written after a step
+/// (a forked child) replaces the host before the next step, which runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good() {
+    let dir = temp_dir();
+    let project = Project::new(&python());
+    let mut specs = vec![
+        (id("badoutput"), "2.1.0", json!({}), json!({})),
+        (id("intervalstr"), "2.2.0", json!({"interval": "5"}), json!({})),
+        (id("intervalinf"), "2.2.0", json!({"infinite": true}), json!({})),
+        (id("during"), "2.3.0", json!({"when": "during"}), json!({})),
+    ];
+    for n in 0..3 {
+        specs.push((id(&format!("fine{n}")), "1.0.0", json!({"polls": 3}), json!({})));
+    }
+    produce(&project, &specs);
+    let http = free_local_addr();
+    // One host: what one step leaves behind meets the next.
+    let worker = project.celerity(
+        &["--python-workers", "1", "--log-format", "json", "--http-addr", &http.to_string()],
+        dir.join("celerity.log"),
+    );
+    wait_until(&project, Duration::from_secs(120), "every schedule final", |r| {
+        r.values().all(|r| r.state == 4 || r.state == 5)
+    })
+    .await;
+    let rows = rows(&project.db);
+    let row = |t: &str| rows[&id(t)].clone();
+    let bad = row("badoutput");
+    assert_eq!(bad.state, 4, "{bad:?}");
+    assert!(bad.data.contains(r#""survived": true"#), "{bad:?}");
+    let err = |t: &str| (row(t).state, row(t).err);
+    // The framework's own wait_poll refuses a string, as its worker would write it.
+    assert_eq!(
+        err("intervalstr"),
+        (5, "plugin schedule failed: '>' not supported between instances of 'int' and 'str'".to_owned())
+    );
+    assert_eq!(
+        err("intervalinf"),
+        (5, "plugin schedule failed: wait_poll interval must be a finite number of seconds, got inf".to_owned())
+    );
+    let (state, during) = err("during");
+    assert_eq!(state, 5);
+    assert!(
+        during.starts_with(
+            "plugin schedule failed: the plugin host's reply cannot be read: a line that is not the protocol"
+        ),
+        "{during}"
+    );
+    for n in 0..3 {
+        let fine = row(&format!("fine{n}"));
+        assert_eq!((fine.state, fine.invoke_count), (4, 4), "fine{n} is charged for nobody's output");
+    }
+    // A step whose forked child writes into the protocol a second after
+    // it: the next step finds its host broken, and runs on a new one.
+    produce(&project, &[(id("after"), "2.3.0", json!({"when": "after"}), json!({}))]);
+    wait_until(&project, Duration::from_secs(60), "after final", |r| r[&id("after")].state == 4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    produce(&project, &[(id("next"), "1.0.0", json!({"polls": 1}), json!({}))]);
+    wait_until(&project, Duration::from_secs(60), "the next schedule final", |r| r[&id("next")].state == 4).await;
+
+    let log = worker.log();
+    let records: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let said = |part: &str| records.iter().any(|r| r["message"].as_str().is_some_and(|m| m.contains(part)));
+    assert!(said("\u{fffd}\u{fffd}\u{fffd}\u{fffd} in GBK"), "the GBK line, replaced:\n{log}");
+    assert!(said("not UTF-8 on fd 1"), "{log}");
+    assert!(said("[line cut: 104857600 bytes, 65536 logged]"), "the long line, cut:\n{log}");
+    assert!(said("after the long line"), "the reader read on:\n{log}");
+    assert!(said("a plugin host's stream broke between steps"), "the forked child's line:\n{log}");
+    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(http, "/metrics")).await.unwrap().unwrap();
+    assert_eq!(sample(&metrics, r#"celerity_python_host_restarts_total{cause="protocol"}"#), 2.0, "{metrics}");
+    assert_eq!(sample(&metrics, r#"celerity_python_host_restarts_total{cause="died"}"#), 0.0, "{metrics}");
+    assert_eq!(sample(&metrics, "celerity_python_hosts"), 1.0, "back to full: {metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hosts_are_recycled_by_task_count_and_by_memory() {
     let dir = temp_dir();
@@ -305,7 +386,7 @@ async fn celery_inspect_shows_the_plugin_versions_and_the_python_pool() {
     let python = &stats["pool"]["plugins"]["python"];
     assert_eq!(python["bk-plugin-framework"], "2.3.15", "{stats}");
     assert_eq!(python["processes"], 2, "{stats}");
-    assert_eq!(stats["pool"]["plugins"]["versions"], 11, "{stats}");
+    assert_eq!(stats["pool"]["plugins"]["versions"], 14, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -368,7 +449,7 @@ fn plugins_lists_every_version_and_a_version_offered_twice_is_refused() {
     let line =
         |v: &str| text.lines().find(|l| l.starts_with(v)).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(line("1.2.0 "), ["1.2.0", "python", "bk_plugin.versions.callback.WaitsForCallback"], "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 11, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 14, "{text}");
     assert!(text.contains("bk-plugin-framework 2.3.15"), "{text}");
 
     let both = std::process::Command::new(celerity_bin())

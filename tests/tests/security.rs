@@ -15,6 +15,11 @@
 //! - the plugin hosts: no inherited socket or descriptor beyond their pipes,
 //!   no `CELERITY_*` setting in their environment
 //!   (`python_plugins.rs`, `a_host_gets_no_database_socket_and_no_worker_secret`);
+//! - the plugin hosts' pipes: GBK bytes and a 100 MiB line on the output,
+//!   `wait_poll(inf)`, a line written into the protocol during a step and
+//!   one written after it by a forked child: each ends its own step only,
+//!   none waits for good (`python_plugins.rs`,
+//!   `hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good`);
 //! - AMQP messages: malformed, binary and deeply nested bodies are
 //!   dead-lettered with their reason (`faults.rs`, `broker-proto/tests/malformed.rs`);
 //! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies

@@ -302,7 +302,8 @@ pub struct PluginFlags {
     /// Plugin host processes (default: one per CPU).
     #[arg(long, env = "CELERITY_PYTHON_WORKERS")]
     pub python_workers: Option<usize>,
-    /// Seconds one plugin step may run before its host is killed and the schedule fails (0: no limit).
+    /// Seconds one plugin step may run before its host is killed and the schedule fails (0: the default limit,
+    /// 1500 s).
     #[arg(long, env = "CELERITY_PLUGIN_TIMEOUT", default_value_t = Secs(Duration::ZERO))]
     pub plugin_timeout: Secs,
     /// Steps after which a plugin host is replaced (0: never).

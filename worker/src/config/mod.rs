@@ -90,6 +90,13 @@ pub fn default_python_workers() -> usize {
 /// crashes its process every time must not loop forever.
 pub const DEFAULT_PLUGIN_MAX_CRASHES: u32 = 3;
 
+/// How long a plugin step may run when `--plugin-timeout` is 0: Celery sets
+/// no time limit by default, but a step must never hold its slot and host
+/// for good (a reply lost in a broken stream, a plugin stuck on I/O), and
+/// RabbitMQ closes the channel of a delivery unacked for 30 minutes (its
+/// `consumer_timeout`) anyway. A poll that needs longer is not a poll.
+pub const DEFAULT_STEP_LIMIT: Duration = Duration::from_secs(25 * 60);
+
 /// How Python plugin hosts run (`--python` and its flags).
 #[derive(Debug, Clone)]
 pub struct PythonSettings {
@@ -97,9 +104,9 @@ pub struct PythonSettings {
     pub interpreter: PathBuf,
     /// Host processes.
     pub workers: usize,
-    /// A step running longer kills its host and fails the schedule; `None`
-    /// waits as long as it takes, as Celery does without time limits.
-    pub timeout: Option<Duration>,
+    /// A step running longer kills its host and fails the schedule
+    /// (`--plugin-timeout`, or [`DEFAULT_STEP_LIMIT`] when that is 0).
+    pub timeout: Duration,
     /// Steps after which a host is replaced (Celery's `worker_max_tasks_per_child`).
     pub max_tasks: Option<u64>,
     /// Resident memory in MiB past which a host is replaced after its step

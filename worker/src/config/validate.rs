@@ -111,7 +111,10 @@ impl PluginFlags {
         Ok(Some(PythonSettings {
             interpreter: interpreter.clone(),
             workers: self.python_workers.unwrap_or_else(default_python_workers),
-            timeout: (!self.plugin_timeout.0.is_zero()).then_some(self.plugin_timeout.0),
+            timeout: match self.plugin_timeout.0 {
+                std::time::Duration::ZERO => super::DEFAULT_STEP_LIMIT,
+                limit => limit,
+            },
             max_tasks: positive(self.python_max_tasks),
             max_memory_mib: positive(self.python_max_memory),
             log_level: log_level(),

@@ -100,6 +100,7 @@ impl Plugins {
             Ok(result) => result.label(),
             Err(StepError::HostDied(_)) => "host died",
             Err(StepError::TimedOut(_)) => "timed out",
+            Err(StepError::Unreadable(_)) => "unreadable",
             Err(StepError::NoHost(_)) => "no host",
         };
         record(&input.version, outcome, started);

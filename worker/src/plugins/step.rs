@@ -95,6 +95,10 @@ pub enum StepError {
     /// The step ran past `--plugin-timeout`; its host was killed.
     #[error("plugin schedule timed out after {0:?}")]
     TimedOut(Duration),
+    /// The host's reply to the step cannot be read (not the protocol, or
+    /// past the longest line); its host was killed.
+    #[error("plugin schedule failed: the plugin host's reply cannot be read: {0}")]
+    Unreadable(String),
     /// No host could be started to take the step.
     #[error("no plugin host could be started: {0}")]
     NoHost(String),

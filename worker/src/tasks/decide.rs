@@ -61,6 +61,14 @@ pub fn conclude(row: &ScheduleRow, step: StepResult, now: NaiveDateTime) -> Deci
         release_lock: false,
     };
     let (result, next_poll) = match step.outcome {
+        // Past the delay topology's reach (8.5 years): a plugin's mistake, said plainly.
+        StepOutcome::Poll(interval) if interval > broker_proto::delay::MAX_DELAY_SECS => {
+            let err = format!(
+                "plugin schedule failed: poll interval of {interval} s is beyond the longest countdown ({} s)",
+                broker_proto::delay::MAX_DELAY_SECS
+            );
+            (PollResult { err: Some(err), finish_at: Some(now), ..base }, None)
+        }
         StepOutcome::Poll(interval) => (PollResult { state: State::Poll, ..base }, Some(interval)),
         StepOutcome::WaitCallback => (PollResult { state: State::Callback, ..base }, None),
         StepOutcome::Success => (PollResult { state: State::Success, finish_at: Some(now), ..base }, None),
@@ -176,5 +184,19 @@ mod tests {
         let mut done = row(DATA, 4);
         done.state = State::Success.code();
         assert_eq!(decide(&reg, &done, None, now), None);
+    }
+
+    #[test]
+    fn a_poll_interval_past_the_longest_countdown_fails_with_a_reason() {
+        let now = NaiveDateTime::default();
+        let huge = StepResult { outcome: StepOutcome::Poll(u64::MAX), data: Some("{}".into()), plugin_callback: None };
+        let d = conclude(&row(DATA, 1), huge, now);
+        assert_eq!((d.result.state, d.next_poll, d.result.finish_at), (State::Fail, None, Some(now)));
+        let err = d.result.err.unwrap();
+        assert!(err.starts_with("plugin schedule failed: poll interval of 18446744073709551615 s is beyond"), "{err}");
+        let longest = broker_proto::delay::MAX_DELAY_SECS;
+        let at_most =
+            StepResult { outcome: StepOutcome::Poll(longest), data: Some("{}".into()), plugin_callback: None };
+        assert_eq!(conclude(&row(DATA, 1), at_most, now).next_poll, Some(longest));
     }
 }

@@ -79,6 +79,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                         format!("plugin schedule timed out after {} s", limit.as_secs_f64()),
                         now,
                     )),
+                    Err(e @ StepError::Unreadable(_)) => Pending::Decided(fail_unrun(&row, e.to_string(), now)),
                     Err(StepError::HostDied(status)) => return self.after_host_death(trace_id, status).await,
                     Err(e @ StepError::NoHost(_)) => {
                         return self.retry_later(Some(trace_id), "plugin host", e.to_string()).await;

@@ -79,6 +79,9 @@ pub async fn run_with(
     // the worker returns.
     let _upkeep = meters::upkeep(meters::UPKEEP_INTERVAL);
     first_scrape::register(&config);
+    if let Some(pool) = plugins.python() {
+        pool.report_hosts();
+    }
     // Before the endpoint serves, so the first scrape has the counts; a
     // database that does not answer soon only delays them.
     let _ = tokio::time::timeout(FIRST_COUNT_WAIT, first_scrape::count_once(&db)).await;

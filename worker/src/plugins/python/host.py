@@ -194,6 +194,17 @@ def describe(plugins):
     }
 
 
+def _poll_interval(value):
+    """The countdown a wait_poll asked for, or why it is none: the reply
+    must be JSON the worker reads (`inf` is not), and Celery itself would
+    fail on a countdown that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, "wait_poll interval must be a number of seconds, got %r" % (value,)
+    if value != value or value in (float("inf"), float("-inf")):
+        return None, "wait_poll interval must be a finite number of seconds, got %r" % (value,)
+    return value, None
+
+
 class Step:
     """The plugin part of BKPluginExecutor.schedule (bk-plugin-framework
     2.3.15, runtime/executor.py), for one request."""
@@ -291,7 +302,11 @@ class Step:
             reply["data"] = None
         elif outcome is None:
             if plugin.is_wating_poll:
-                reply["outcome"], reply["interval"] = "poll", plugin.poll_interval
+                interval, why = _poll_interval(plugin.poll_interval)
+                if why is None:
+                    reply["outcome"], reply["interval"] = "poll", interval
+                else:
+                    reply["outcome"], reply["err"] = "error", "plugin schedule failed: %s" % why
             elif plugin.is_waiting_callback:
                 reply["outcome"] = "callback"
             else:

@@ -7,10 +7,11 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 
+use super::lines::{CappedLines, Line};
 use super::protocol::{HostLine, LogRecord, PROTOCOL_VERSION, Ready, Reply, Request};
 use crate::config::PythonSettings;
 use crate::plugins::step::{StepInput, StepResult};
@@ -32,11 +33,23 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Lines of a failed start's standard error kept for the message.
 const START_ERROR_LINES: usize = 60;
 
+/// Longest protocol line read: a reply carries the schedule's data, which
+/// a message of at most 16 MiB started from; a longer line is not a reply.
+const PROTOCOL_LINE_MAX: usize = 64 * 1024 * 1024;
+
+/// Longest line of a plugin's output logged; the rest of a longer one is
+/// dropped and its length logged.
+const OUTPUT_LINE_MAX: usize = 64 * 1024;
+
+/// What the protocol reader hands a step: a reply, or why the stream can
+/// no longer be read.
+type Replied = Result<Reply, String>;
+
 /// A running host.
 pub struct Host {
     child: Child,
     stdin: ChildStdin,
-    replies: mpsc::Receiver<Reply>,
+    replies: mpsc::Receiver<Replied>,
     next_id: u64,
     /// Steps taken.
     pub steps: u64,
@@ -113,6 +126,16 @@ impl Host {
         self.child.id()
     }
 
+    /// Why the host cannot take a step, when its protocol stream broke (or
+    /// sent something) while no step was running.
+    pub fn broken(&mut self) -> Option<String> {
+        match self.replies.try_recv() {
+            Ok(Ok(reply)) => Some(format!("a reply to request {} came between steps", reply.id)),
+            Ok(Err(why)) => Some(why),
+            Err(_) => None,
+        }
+    }
+
     /// Runs one step and waits for its reply.
     pub async fn step(&mut self, input: &StepInput) -> Result<StepResult, Lost> {
         self.next_id += 1;
@@ -124,7 +147,11 @@ impl Host {
             Ok(()) => self.replies.recv().await,
             Err(_) => None,
         };
-        let Some(reply) = reply else { return Err(Lost::Died(self.exit().await)) };
+        let reply = match reply {
+            Some(Ok(reply)) => reply,
+            Some(Err(why)) => return Err(Lost::Garbled(why)),
+            None => return Err(Lost::Died(self.exit().await)),
+        };
         if reply.id != id {
             return Err(Lost::Garbled(format!("a reply to request {} came for request {id}", reply.id)));
         }
@@ -159,16 +186,26 @@ impl Host {
 }
 
 /// Reads the protocol lines: readiness once, then log records and replies.
+/// A line that is not the protocol (a plugin's `wait_poll("5")` once made
+/// one; a forked child writing into the protocol's pipe interleaves) ends
+/// the stream: whatever step waits gets why, and its host is replaced.
 async fn read_protocol(
     stdout: tokio::process::ChildStdout,
     ready: oneshot::Sender<Ready>,
-    replies: mpsc::Sender<Reply>,
+    replies: mpsc::Sender<Replied>,
     pid: u32,
 ) {
     let mut ready = Some(ready);
-    let mut lines = BufReader::new(stdout).lines();
+    let mut lines = CappedLines::new(BufReader::new(stdout), PROTOCOL_LINE_MAX);
     while let Ok(Some(line)) = lines.next_line().await {
-        match serde_json::from_str::<HostLine>(&line) {
+        let parsed = match line.cut_from {
+            Some(length) => Err(format!("a protocol line of {length} bytes, past the {PROTOCOL_LINE_MAX} allowed")),
+            None => serde_json::from_str::<HostLine>(&line.text).map_err(|e| {
+                let start: String = line.text.chars().take(200).collect();
+                format!("a line that is not the protocol ({e}): {start:?}")
+            }),
+        };
+        match parsed {
             Ok(HostLine::Ready { ready: r }) => {
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(r);
@@ -176,12 +213,14 @@ async fn read_protocol(
             }
             Ok(HostLine::Log { log }) => emit(&log, pid),
             Ok(HostLine::Reply(reply)) => {
-                if replies.send(reply).await.is_err() {
+                if replies.send(Ok(reply)).await.is_err() {
                     return;
                 }
             }
-            Err(e) => {
-                tracing::error!(pid, error = %e, line = %line, "a plugin host wrote a line that is not the protocol")
+            Err(why) => {
+                tracing::error!(pid, %why, "a plugin host's protocol stream cannot be read");
+                let _ = replies.send(Err(why)).await;
+                return;
             }
         }
     }
@@ -194,9 +233,12 @@ const STEP_MARK: &str = "\u{1e}celerity-step ";
 /// Reads what plugins print as log lines, each with the trace_id of the
 /// step it came from (and, before ready, the start-up's output).
 async fn read_output(stderr: tokio::process::ChildStderr, start_errors: Arc<Mutex<Option<Vec<String>>>>, pid: u32) {
-    let mut lines = BufReader::new(stderr).lines();
+    let mut lines = CappedLines::new(BufReader::new(stderr), OUTPUT_LINE_MAX);
     let mut trace_id = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Ok(Some(Line { text: mut line, cut_from })) = lines.next_line().await {
+        if let Some(length) = cut_from {
+            line.push_str(&format!(" [line cut: {length} bytes, {OUTPUT_LINE_MAX} logged]"));
+        }
         if let Some(step) = line.strip_prefix(STEP_MARK) {
             step.clone_into(&mut trace_id);
             continue;

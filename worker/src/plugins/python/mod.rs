@@ -4,6 +4,7 @@
 //! the rest.
 
 pub mod host;
+mod lines;
 pub mod pool;
 pub mod protocol;
 

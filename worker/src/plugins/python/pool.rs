@@ -5,6 +5,7 @@
 //! needs a host.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
@@ -20,6 +21,8 @@ pub struct Pool {
     ready: Ready,
     idle: Mutex<Vec<Host>>,
     slots: Semaphore,
+    /// Hosts running, idle or in a step: `celerity_python_hosts`.
+    running: AtomicUsize,
 }
 
 impl Pool {
@@ -36,7 +39,6 @@ impl Pool {
         let mut ready = None;
         while let Some(started) = starting.join_next().await {
             let (host, host_ready) = started.map_err(|e| format!("a plugin host start panicked: {e}"))??;
-            metrics::gauge!(meters::PYTHON_HOSTS).increment(1.0);
             hosts.push(host);
             ready.get_or_insert(host_ready);
         }
@@ -49,7 +51,10 @@ impl Pool {
             versions = ?ready.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(),
             "plugin hosts ready"
         );
-        Ok(Pool { settings, ready, idle: Mutex::new(hosts), slots: Semaphore::new(workers) })
+        let running = AtomicUsize::new(hosts.len());
+        let pool = Pool { settings, ready, idle: Mutex::new(hosts), slots: Semaphore::new(workers), running };
+        pool.report_hosts();
+        Ok(pool)
     }
 
     /// What the hosts run.
@@ -72,22 +77,24 @@ impl Pool {
         self.lock().iter().filter_map(Host::pid).collect()
     }
 
-    /// Runs one step on a host.
+    /// Runs one step on a host, within the step limit.
     pub async fn step(&self, input: &StepInput) -> Result<StepResult, StepError> {
         let _slot = self.slots.acquire().await.map_err(|_| StepError::NoHost("the pool is closed".into()))?;
-        let taken = self.lock().pop();
-        let mut host = match taken {
-            Some(host) => host,
-            None => {
-                let (host, _) = Host::start(&self.settings).await.map_err(StepError::NoHost)?;
-                metrics::gauge!(meters::PYTHON_HOSTS).increment(1.0);
-                host
+        // A host whose stream broke between steps is replaced before the
+        // step runs: no schedule is charged for another's output.
+        let mut host = loop {
+            let mut host = self.take().await?;
+            match host.broken() {
+                None => break host,
+                Some(why) => {
+                    tracing::error!(why = %why, "a plugin host's stream broke between steps; a new one takes the step");
+                    host.kill().await;
+                    self.gone("protocol");
+                }
             }
         };
-        let ran = match self.settings.timeout {
-            Some(limit) => tokio::time::timeout(limit, host.step(input)).await.map_err(|_| limit),
-            None => Ok(host.step(input).await),
-        };
+        let limit = self.settings.timeout;
+        let ran = tokio::time::timeout(limit, host.step(input)).await.map_err(|_| limit);
         match ran {
             Ok(Ok(result)) => {
                 self.put_back(host).await;
@@ -101,13 +108,28 @@ impl Pool {
             Ok(Err(Lost::Garbled(why))) => {
                 host.kill().await;
                 self.gone("protocol");
-                Err(StepError::HostDied(why))
+                tracing::error!(why = %why, "a plugin host's reply cannot be read; the schedule fails and the host is replaced");
+                Err(StepError::Unreadable(why))
             }
             Err(limit) => {
                 host.kill().await;
                 self.gone("timeout");
                 tracing::error!(?limit, "a plugin step ran past its time; its host was killed");
                 Err(StepError::TimedOut(limit))
+            }
+        }
+    }
+
+    /// An idle host, or a new one.
+    async fn take(&self) -> Result<Host, StepError> {
+        let taken = self.lock().pop();
+        match taken {
+            Some(host) => Ok(host),
+            None => {
+                let (host, _) = Host::start(&self.settings).await.map_err(StepError::NoHost)?;
+                self.running.fetch_add(1, Ordering::Relaxed);
+                self.report_hosts();
+                Ok(host)
             }
         }
     }
@@ -134,8 +156,15 @@ impl Pool {
 
     /// Counts a host that left, by why.
     fn gone(&self, cause: &'static str) {
-        metrics::gauge!(meters::PYTHON_HOSTS).decrement(1.0);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.report_hosts();
         metrics::counter!(meters::HOST_RESTARTS, "cause" => cause).increment(1);
+    }
+
+    /// Sets `celerity_python_hosts` to the hosts running: also once the
+    /// metrics recorder is installed, which is after the first hosts start.
+    pub fn report_hosts(&self) {
+        metrics::gauge!(meters::PYTHON_HOSTS).set(self.running.load(Ordering::Relaxed) as f64);
     }
 
     /// Retires every idle host (the worker is stopping).
@@ -143,9 +172,10 @@ impl Pool {
         self.slots.close();
         let idle: Vec<Host> = std::mem::take(&mut *self.lock());
         for host in idle {
-            metrics::gauge!(meters::PYTHON_HOSTS).decrement(1.0);
+            self.running.fetch_sub(1, Ordering::Relaxed);
             host.retire().await;
         }
+        self.report_hosts();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Host>> {
