@@ -397,6 +397,7 @@ async fn http_controls_need_the_token_and_bad_input_changes_nothing() {
     let (code, body) = request(addr, "GET", &path, Some(TOKEN), b"");
     assert_eq!((code, body["status"].as_str()), (200, Some("POLL")), "{body}");
     // Bad input: a clear 4xx, nothing changed.
+    let long_actor = format!(r#"{{"reason": "x", "actor": "{}"}}"#, "a".repeat(10_000));
     for (what, method, at, body, want) in [
         ("malformed JSON", "POST", pause.as_str(), &b"{\"reason\": "[..], 400),
         ("not an object", "POST", &pause, b"[1, 2]", 400),
@@ -405,6 +406,8 @@ async fn http_controls_need_the_token_and_bad_input_changes_nothing() {
         ("an unknown schedule", "POST", "/schedules/0000000000000000000000000000dead/pause", b"", 404),
         ("a malformed trace id", "POST", "/schedules/a%27%3B%20DROP/pause", b"", 400),
         ("a stop without a reason", "POST", &format!("{path}/stop"), br#"{"reason": "  "}"#, 400),
+        // Longer than the actor column: a clear 400, not the database's 503.
+        ("an actor of 10,000 characters", "POST", &pause, long_actor.as_bytes(), 400),
     ] {
         let (code, answer) = request(addr, method, at, Some(TOKEN), body);
         assert_eq!(code, want, "{what}: {answer}");

@@ -22,13 +22,18 @@
 //!   `hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good`);
 //! - AMQP messages: malformed, binary and deeply nested bodies are
 //!   dead-lettered with their reason (`faults.rs`, `broker-proto/tests/malformed.rs`);
-//! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies
-//!   (`operator.rs`).
+//! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies, an
+//!   actor longer than its column (`operator.rs`); idle connections beyond
+//!   the cap and the descriptor limit, closed by the worker
+//!   (`idle_http_connections_cannot_starve_the_worker_of_descriptors` here);
+//!   `/healthz` never shows the database's text (`faults.rs`,
+//!   `schedule_table_renamed_away_for_10_s`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker_proto::topology;
+use celerity::control::endpoint::MAX_CONNECTIONS;
 use celerity_db::State;
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
 use celerity_tests::tls::TestCerts;
@@ -269,4 +274,54 @@ fn passwords_with_unencoded_delimiters_never_show() {
             assert!(!text.contains(secret) && !text.contains(tail), "{what}: the password shows:\n{text}");
         }
     }
+}
+
+/// As many idle connections as the HTTP port of a worker whose descriptor
+/// limit is 256 takes (up to a thousand): the endpoint serves at most its
+/// cap at once and closes idle ones, so the worker keeps the descriptors its
+/// database pool needs and every schedule runs (before, the idle sockets
+/// used the limit up: "Too many open files"). `/healthz` answers as soon as
+/// they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_http_connections_cannot_starve_the_worker_of_descriptors() {
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let (_c, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let http = celerity_tests::free_local_addr();
+    let dir = temp_dir();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$@""#)
+        .arg("sh")
+        .arg(celerity_bin())
+        .args(["worker", "--example-plugin", "--broker-url", &vhost.url(), "--database-url", &db.url()])
+        .args(["--queues", "plugin_schedule", "--concurrency", "16", "--http-addr", &http.to_string()]);
+    let mut worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    celerity_tests::wait_health(http, 200, Duration::from_secs(30)).await;
+    // Past the cap they wait in the kernel's backlog; ten connects in a row
+    // that time out mean that is full too.
+    let (mut idle, mut missed) = (Vec::new(), 0);
+    while idle.len() < 1000 && missed < 10 {
+        match std::net::TcpStream::connect_timeout(&http, Duration::from_millis(100)) {
+            Ok(socket) => (idle.push(socket), missed = 0).1,
+            Err(_) => missed += 1,
+        }
+    }
+    assert!(idle.len() > 2 * MAX_CONNECTIONS, "only {} connections opened", idle.len());
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(produce(&ch, &db.url(), 3).await);
+    }
+    wait_for_rows(&db, Duration::from_secs(60), |r| ids.iter().all(|id| r.get(id).is_some_and(|r| r.state == 4))).await;
+    assert!(worker.running(), "{}", worker.log());
+    assert!(!worker.log().contains("Too many open files"), "{}", worker.log());
+    // A connection that never sends a request is closed by the worker.
+    let mut first = &idle[0];
+    first.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(matches!(std::io::Read::read(&mut first, &mut byte), Ok(0)), "an idle connection was not closed");
+    // Once they go, the endpoint answers again at once.
+    drop(idle);
+    celerity_tests::wait_health(http, 200, Duration::from_secs(30)).await;
 }

@@ -9,6 +9,10 @@ pub fn cli() -> String {
     format!("{user}@{host} (cli)")
 }
 
+/// Longest name an HTTP client may give: with its address it fits the
+/// 255 characters `celerity_action.actor` holds.
+pub const MAX_HTTP_NAME: usize = 200;
+
 /// An HTTP client: its address, and the name it gave, if any.
 pub fn http(peer: SocketAddr, name: Option<&str>) -> String {
     match name.map(str::trim).filter(|n| !n.is_empty()) {

@@ -161,6 +161,10 @@ async fn act(
     if action == Action::Stop && reason.trim().is_empty() {
         return bad(StatusCode::BAD_REQUEST, "stop needs a reason: {\"reason\": \"...\"}");
     }
+    if body.actor.as_ref().is_some_and(|a| a.chars().count() > actor::MAX_HTTP_NAME) {
+        let longest = actor::MAX_HTTP_NAME;
+        return bad(StatusCode::BAD_REQUEST, &format!("actor is longer than {longest} characters"));
+    }
     let who = actor::http(peer, body.actor.as_deref());
     let report = match admin.controls.act(action, std::slice::from_ref(&trace_id), &who, &reason).await {
         Ok(mut reports) => reports.remove(0),

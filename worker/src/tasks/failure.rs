@@ -13,6 +13,7 @@ use super::headers::{PENDING_FAIL_HEADER, fresh};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
 use crate::control::meters;
+use crate::control::pause::Fault;
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Transient errors are retried, environment faults pause the worker,
@@ -31,7 +32,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                 self.retry_later(trace_id, class.as_str(), err.to_string()).await
             }
             (ErrorClass::Environment, _) => {
-                self.ctx.pause.trip(format!("database: {err}"));
+                self.ctx.pause.trip(Fault::database(&err));
                 self.set_aside().await
             }
             (ErrorClass::ScheduleFatal, Some(trace_id)) => {
@@ -129,7 +130,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             // Whatever the class, the FAIL is kept in flight until the database takes it.
             Err(e) => {
                 if e.class() == ErrorClass::Environment {
-                    ctx.pause.trip(format!("database: {e}"));
+                    ctx.pause.trip(Fault::database(&e));
                 }
                 let mut pending = self.msg.clone();
                 // A fresh message: the deliveries of this one are not its own.

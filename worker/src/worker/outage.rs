@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use celerity_db::{Db, repo};
 
-use crate::control::pause::Pause;
+use crate::control::pause::{Fault, Pause};
 
 /// How often a paused worker tries the database.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
@@ -33,12 +33,11 @@ pub async fn watch_over(db: Db, pause: Arc<Pause>) {
                     }
                 }
                 Err(e) => {
-                    let reason = format!("database: {e}");
                     if logged.elapsed() >= LOG_EVERY {
-                        tracing::error!(%reason, class = e.class().as_str(), "still paused: the database is not usable");
+                        tracing::error!(error = %e, class = e.class().as_str(), "still paused: the database is not usable");
                         logged = Instant::now();
                     }
-                    pause.update(reason);
+                    pause.update(Fault::database(&e));
                 }
             }
         }
