@@ -9,6 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use chrono_tz::Tz;
 use indexmap::IndexMap;
 
+use crate::budget::{self, DEFAULT_MAX_VALUES};
 use crate::compression;
 use crate::error::DecodeError;
 use crate::header::{self, as_float, as_int, as_text};
@@ -27,13 +28,15 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub struct DecodeOptions {
     /// Bodies above this many bytes (compressed or inflated) are refused.
     pub max_body_bytes: usize,
+    /// Bodies holding more JSON values than this are refused unparsed.
+    pub max_values: usize,
     /// Zone for `eta`/`expires` written without an offset (Celery with `enable_utc = False`).
     pub naive_zone: Tz,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_body_bytes: DEFAULT_MAX_BODY_BYTES, naive_zone: Tz::UTC }
+        DecodeOptions { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_values: DEFAULT_MAX_VALUES, naive_zone: Tz::UTC }
     }
 }
 
@@ -79,6 +82,9 @@ pub fn decode(props: &Properties, body: &[u8], opts: &DecodeOptions) -> Result<T
         }
     };
     let text = std::str::from_utf8(body).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
+    if budget::values_at_most(text) > opts.max_values {
+        return Err(DecodeError::TooManyValues { limit: opts.max_values });
+    }
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
 
     let has_task_header = props.headers.contains_key("task");

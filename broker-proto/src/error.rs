@@ -26,6 +26,12 @@ pub enum DecodeError {
         /// The cap in bytes.
         limit: usize,
     },
+    /// The body holds more JSON values than the configured cap.
+    #[error("body holds more than {limit} JSON values")]
+    TooManyValues {
+        /// The cap in values.
+        limit: usize,
+    },
     /// The body bytes are not UTF-8 text.
     #[error("body is not valid UTF-8: {0}")]
     NotUtf8(String),

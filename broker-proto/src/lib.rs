@@ -7,6 +7,7 @@
 //! [`Properties`]; header values use `amq-protocol-types`, the types lapin is
 //! built on.
 
+mod budget;
 mod compression;
 mod decode;
 pub mod delay;
@@ -21,6 +22,7 @@ pub mod topology;
 mod value;
 
 pub use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+pub use budget::DEFAULT_MAX_VALUES;
 pub use chrono_tz::Tz;
 pub use decode::{DEFAULT_MAX_BODY_BYTES, DecodeOptions, decode};
 pub use encode::{Outgoing, PERSISTENT, encode};

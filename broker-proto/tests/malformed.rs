@@ -136,3 +136,18 @@ fn error_messages_quote_at_most_a_little_of_the_input() {
     let e = err(&props(v2_headers()), huge.as_bytes());
     assert!(e.to_string().len() < 300, "{} chars", e.to_string().len());
 }
+
+#[test]
+fn a_body_of_many_small_values_is_refused_before_it_is_parsed() {
+    // 15 MiB of zeros: under the byte cap, ~8M values once parsed.
+    let bomb = format!("[[{}0], {{}}, {{}}]", "0,".repeat(15 * 512 * 1024));
+    let limit = broker_proto::DEFAULT_MAX_VALUES;
+    assert_eq!(err(&props(v2_headers()), bomb.as_bytes()), DecodeError::TooManyValues { limit });
+    // At the cap it decodes: a bound, not a ban on lists.
+    let at_cap = format!("[[{}0], {{}}, {{}}]", "0,".repeat(limit - 7));
+    let m = decode(&props(v2_headers()), at_cap.as_bytes(), &DecodeOptions::default()).unwrap();
+    assert_eq!(m.args.len(), limit - 6);
+    // A long string is one value, however many commas it quotes.
+    let quoted = format!("[[\"{}\"], {{}}, {{}}]", ",".repeat(1 << 20));
+    assert!(decode(&props(v2_headers()), quoted.as_bytes(), &DecodeOptions::default()).is_ok());
+}

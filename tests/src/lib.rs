@@ -261,6 +261,11 @@ impl ChildGuard {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the child is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("child status").is_none()

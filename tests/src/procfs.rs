@@ -14,6 +14,16 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Peak resident set size of `pid` so far, in KiB (0 when it is gone).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// (parent pid, user + system CPU seconds) of `pid`.
 fn stat(pid: u32) -> Option<(u32, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

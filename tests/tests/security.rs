@@ -22,6 +22,10 @@
 //!   `hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good`);
 //! - AMQP messages: malformed, binary and deeply nested bodies are
 //!   dead-lettered with their reason (`faults.rs`, `broker-proto/tests/malformed.rs`);
+//!   bodies of millions of small values are refused before they are parsed
+//!   and the worker's peak memory stays bounded
+//!   (`bodies_of_millions_of_values_are_refused_without_the_memory_to_parse_them`
+//!   here);
 //! - the HTTP endpoint: tokens, bad ids and bodies, oversized bodies, an
 //!   actor longer than its column (`operator.rs`); idle connections beyond
 //!   the cap and the descriptor limit, closed by the worker
@@ -33,16 +37,22 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker_proto::topology;
+use celerity::broker::DEAD_LETTER_QUEUE;
+use celerity::broker::properties::basic_properties;
 use celerity::control::endpoint::MAX_CONNECTIONS;
+use celerity::delivery::dead_letter::REASON_HEADER;
 use celerity_db::State;
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
+use celerity_tests::procfs::peak_rss_kib;
 use celerity_tests::tls::TestCerts;
 use celerity_tests::{
     ChildGuard, PrivateMariadb, TestDatabase, Vhost, celerity_bin, confirmed_channel, connect, declare_framework_queue,
-    example_data, example_worker, insert_schedule, migrated_database, publish_task, task_message, temp_dir, unique,
-    wait_for_rows,
+    example_data, example_worker, insert_schedule, migrated_database, publish_raw, publish_task, task_message,
+    temp_dir, unique, wait_for_rows,
 };
+use chrono::Utc;
 use diesel::prelude::*;
+use lapin::options::BasicGetOptions;
 
 async fn produce(ch: &lapin::Channel, db_url: &str, polls: i64) -> String {
     let id = unique("s").replace('-', "");
@@ -324,4 +334,60 @@ async fn idle_http_connections_cannot_starve_the_worker_of_descriptors() {
     // Once they go, the endpoint answers again at once.
     drop(idle);
     celerity_tests::wait_health(http, 200, Duration::from_secs(30)).await;
+}
+
+/// Four 15 MiB bodies of zeros (`[[0,0,…],{},{}]`, ~8M JSON values each,
+/// under the byte cap) sent together to a worker: each is refused unparsed
+/// and dead-lettered with the reason, the worker's peak memory stays far
+/// below what parsing them takes (2.4 GiB before the value cap), and the
+/// schedules sent after them run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_of_millions_of_values_are_refused_without_the_memory_to_parse_them() {
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let (_c, ch) = confirmed_channel(&vhost).await;
+    declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
+    let mut cmd = example_worker(celerity_bin(), &vhost.url(), &db.url());
+    cmd.args(["--queues", "plugin_schedule", "--concurrency", "16"]);
+    let dir = temp_dir();
+    let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
+    let first = produce(&ch, &db.url(), 1).await;
+    wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&first).is_some_and(|r| r.state == 4)).await;
+    let before_kib = peak_rss_kib(worker.pid());
+
+    let bomb = format!("[[{}0], {{}}, {{}}]", "0,".repeat(15 * 512 * 1024));
+    let out =
+        broker_proto::encode(&task_message(topology::SCHEDULE_TASK, &[("trace_id", "bomb")]), Utc::now()).unwrap();
+    let props = basic_properties(&out.properties).unwrap();
+    for _ in 0..4 {
+        publish_raw(&ch, "", topology::SCHEDULE_QUEUE.name, bomb.as_bytes(), props.clone()).await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(produce(&ch, &db.url(), 2).await);
+    }
+    wait_for_rows(&db, Duration::from_secs(60), |r| ids.iter().all(|id| r.get(id).is_some_and(|r| r.state == 4))).await;
+
+    let peak_kib = peak_rss_kib(worker.pid());
+    println!("decoding bomb: peak RSS {} MiB, {} MiB before the bodies", peak_kib / 1024, before_kib / 1024);
+    assert!(peak_kib < 512 * 1024, "peak RSS {} MiB", peak_kib / 1024);
+    let mut reasons = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 4 && std::time::Instant::now() < deadline {
+        let got = ch.basic_get(DEAD_LETTER_QUEUE.into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        match got {
+            Some(dead) => {
+                let headers = dead.delivery.properties.headers().clone().unwrap_or_default();
+                reasons.push(
+                    headers.inner().get(REASON_HEADER).and_then(broker_proto::header::as_text).unwrap_or("").to_owned(),
+                );
+                assert_eq!(dead.delivery.data.len(), bomb.len(), "dead-lettered whole");
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert_eq!(reasons.len(), 4, "{reasons:?}\n{}", worker.log());
+    for reason in &reasons {
+        assert!(reason.contains("more than 100000 JSON values"), "{reason}");
+    }
 }

@@ -11,11 +11,11 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use super::dead_letter::dead_letter;
+use super::decoding::decode;
 use super::job::Job;
 use super::poison::{self, Verdict};
 use super::tracking::Tracked;
 use crate::broker::Publish;
-use crate::broker::properties::properties_of;
 use crate::tasks::{Ctx, Handled, Origin, Store, Task};
 
 /// Decides how one delivery is handled. Returns [`Handled::Interrupted`]
@@ -32,15 +32,16 @@ pub async fn dispatch<S: Store, P: Publish>(
         redelivered: poison::deliveries(delivery) > 1,
     };
     let opts = DecodeOptions { naive_zone: ctx.config.db.time_zone, ..DecodeOptions::default() };
-    let decode = || broker_proto::decode(&properties_of(&delivery.properties), &delivery.data, &opts);
     match poison::check(&ctx.publisher, ctx.config.max_deliveries, &origin, delivery).await {
         Ok(Verdict::Run) => {}
-        Ok(Verdict::Poison(reason)) => return poisoned(ctx, delivery, &origin, decode().ok(), &reason).await,
+        Ok(Verdict::Poison(reason)) => {
+            return poisoned(ctx, delivery, &origin, decode(delivery, opts).await.ok(), &reason).await;
+        }
         Ok(Verdict::Settled(handled)) => return handled,
         Err(e) => return Handled::HandedBack(e),
     }
     // Shared with the in-flight view without a copy.
-    let msg = match decode() {
+    let msg = match decode(delivery, opts).await {
         Ok(msg) => Arc::new(msg),
         Err(e) => return dead_letter(&ctx.publisher, delivery, &format!("cannot decode: {e}")).await.into(),
     };

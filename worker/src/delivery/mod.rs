@@ -3,6 +3,7 @@
 //! settles it ([`settle`]), the one place a delivery is acked or handed back.
 
 pub mod dead_letter;
+pub mod decoding;
 pub mod dispatch;
 pub mod job;
 pub mod poison;
