@@ -3,12 +3,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker_proto::topology;
-use celerity::plugins::{Context, Outcome, Plugin, Registry};
+use celerity::config::WorkerConfig;
+use celerity::plugins::{Callbacks, Context, Outcome, Plugin, Registry};
 use celerity_db::State;
+use celerity_tests::ChildGuard;
+use celerity_tests::tls::TestCerts;
 use celerity_tests::{
     InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, insert_schedule, migrated_database,
     publish_task, rows, task_message, unique, wait_for_rows, worker_config,
@@ -133,6 +137,86 @@ async fn plugin_callback_info_is_posted_on_a_final_state_with_three_tries() {
     for b in &bodies {
         assert_eq!(serde_json::from_str::<serde_json::Value>(b).unwrap(), serde_json::json!({"k": "v", "n": 1}));
     }
+    worker.stop().await.unwrap();
+}
+
+/// An HTTPS server of Python's standard library with a certificate of the
+/// test CA: answers `{"result": true}` and writes each body it gets to `log`, one line each.
+const HTTPS_SERVER: &str = r#"
+import http.server, json, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        with open(sys.argv[3], "a") as log:
+            log.write(json.dumps(body) + "\n")
+        answer = b'{"result": true}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = tls.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A callback to an `https://` URL whose certificate an operator's CA
+/// signed: refused by a worker that trusts only the system's authorities,
+/// posted by one given the CA with `--callback-ca-file` (before, the
+/// callback client had no TLS at all and every `https://` callback failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_callback_is_posted_when_its_ca_is_trusted() {
+    let dir = celerity_tests::temp_dir();
+    let certs = TestCerts::create(&dir);
+    let log = dir.join("posted.log");
+    let mut cmd = Command::new(celerity_tests::python());
+    cmd.args(["-c", HTTPS_SERVER]).args([&certs.cert, &certs.key, &log]);
+    let server = ChildGuard::spawn(cmd, dir.join("server.log"));
+    let start = std::time::Instant::now();
+    let port = loop {
+        if let Some(port) = server.log().lines().next().and_then(|l| l.trim().parse::<u16>().ok()) {
+            break port;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the HTTPS server did not start: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = format!("https://127.0.0.1:{port}/callback");
+    let data = serde_json::json!({"k": "v"}).as_object().unwrap().clone();
+
+    let refused = Callbacks::system().post_with_retry(&url, &data).expect_err("an unknown CA is refused");
+    assert!(refused.contains("failed 3 times"), "{refused}");
+    assert!(!log.exists(), "nothing was posted");
+
+    let vhost = Vhost::create();
+    let tdb = migrated_database();
+    let (_conn, ch) = channel(&vhost).await;
+    let trace_id = unique("cb").replace('-', "");
+    insert(
+        &tdb.url(),
+        &trace_id,
+        "callsback-1.0.0",
+        State::Poll,
+        serde_json::json!({"plugin_callback_info": {"url": url, "data": {"k": "v", "n": 1}}}),
+    );
+    let config = WorkerConfig {
+        callback_ca_pem: Some(std::fs::read_to_string(&certs.ca).unwrap()),
+        ..worker_config(&vhost.url(), &tdb.url())
+    };
+    let worker = InProcessWorker::start(config, registry());
+    send(&ch, topology::SCHEDULE_QUEUE.name, topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]).await;
+    wait_for_rows(&tdb, Duration::from_secs(20), |r| r[&trace_id].state == 4).await;
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.ends_with('\n')) {
+        assert!(start.elapsed() < Duration::from_secs(20), "no callback was posted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posted = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(posted.lines().count(), 1, "one try was enough: {posted}");
+    let body: serde_json::Value = serde_json::from_str(posted.trim()).unwrap();
+    assert_eq!(body, serde_json::json!({"k": "v", "n": 1}));
     worker.stop().await.unwrap();
 }
 

@@ -290,6 +290,10 @@ pub struct WorkerArgs {
     /// A file holding the admin token (its first line), e.g. a mounted secret.
     #[arg(long, env = "CELERITY_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// PEM file of certificate authorities to trust for https:// plugin callbacks beyond the system's;
+    /// without it, REQUESTS_CA_BUNDLE (what the plugins' Python callbacks trusted), if set.
+    #[arg(long, env = "CELERITY_CALLBACK_CA_FILE")]
+    pub callback_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where the plugins come from and how Python ones run: shared by `worker` and `plugins`.

@@ -181,6 +181,9 @@ pub struct WorkerConfig {
     /// How often to count the schedules by status for `/metrics` (a scan of
     /// `schedule_schedule`); `None` counts once, at start.
     pub schedules_count_interval: Option<Duration>,
+    /// Extra certificate authorities (PEM) trusted for `https://` plugin
+    /// callbacks, read once at start-up.
+    pub callback_ca_pem: Option<String>,
 }
 
 /// Default of `--schedules-count-interval`.
@@ -231,6 +234,7 @@ impl WorkerConfig {
             plugin_max_crashes: DEFAULT_PLUGIN_MAX_CRASHES,
             admin_token: None,
             schedules_count_interval: Some(DEFAULT_SCHEDULES_COUNT_INTERVAL),
+            callback_ca_pem: None,
         }
     }
 

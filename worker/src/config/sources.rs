@@ -13,6 +13,9 @@ use super::{DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL};
 
 /// The plugin runtime's broker setting.
 pub const RUNTIME_BROKER_URL: &str = "BK_PLUGIN_RUNTIME_BROKER_URL";
+/// The CA bundle Python's `requests` trusts instead of its own, when set:
+/// the plugins' callbacks were posted with it.
+pub const REQUESTS_CA_BUNDLE: &str = "REQUESTS_CA_BUNDLE";
 /// The plugin runtime's database settings; only the name is required.
 pub const RUNTIME_DB_NAME: &str = "BK_PLUGIN_RUNTIME_DB_NAME";
 /// Defaults to `127.0.0.1`.

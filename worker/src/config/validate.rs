@@ -73,6 +73,13 @@ impl WorkerArgs {
             })?,
             schedules_count_interval: (!self.schedules_count_interval.0.is_zero())
                 .then_some(self.schedules_count_interval.0),
+            callback_ca_pem: match self.callback_ca_file {
+                Some(path) => read_ca_file("--callback-ca-file", Some(&path))?,
+                None => {
+                    let bundle = sources::process_env(sources::REQUESTS_CA_BUNDLE).map(std::path::PathBuf::from);
+                    read_ca_file(sources::REQUESTS_CA_BUNDLE, bundle.as_deref())?
+                }
+            },
         })
     }
 }
@@ -141,7 +148,7 @@ impl BrokerFlags {
     pub fn addr(&self) -> Result<BrokerAddr, String> {
         let url = self.setting().url;
         check_broker_url(&url)?;
-        Ok(BrokerAddr { url, ca_pem: read_ca_file(self.broker_ca_file.as_deref())? })
+        Ok(BrokerAddr { url, ca_pem: read_ca_file("--broker-ca-file", self.broker_ca_file.as_deref())? })
     }
 }
 
@@ -174,13 +181,12 @@ pub fn parse_zone(name: &str) -> Result<Tz, String> {
     name.parse().map_err(|_| format!("--db-time-zone {name:?} is not an IANA zone name"))
 }
 
-/// Reads `--broker-ca-file`, once, at start-up.
-pub fn read_ca_file(path: Option<&std::path::Path>) -> Result<Option<String>, String> {
+/// Reads a file of certificate authorities that `setting` names, once, at start-up.
+pub fn read_ca_file(setting: &str, path: Option<&std::path::Path>) -> Result<Option<String>, String> {
     let Some(path) = path else { return Ok(None) };
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| format!("--broker-ca-file {} cannot be read: {e}", path.display()))?;
+    let pem = std::fs::read_to_string(path).map_err(|e| format!("{setting} {} cannot be read: {e}", path.display()))?;
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!("--broker-ca-file {} holds no PEM certificate", path.display()));
+        return Err(format!("{setting} {} holds no PEM certificate", path.display()));
     }
     Ok(Some(pem))
 }
@@ -294,6 +300,10 @@ mod tests {
         assert!(url.starts_with("--broker-url must be an amqp://") && !url.contains("hunter2"), "{url}");
         let ca = err(&["--broker-ca-file", "/no/such/file.pem"]);
         assert!(ca.starts_with("--broker-ca-file /no/such/file.pem cannot be read"), "{ca}");
+        let callback_ca = err(&["--callback-ca-file", "/no/such/file.pem"]);
+        assert!(callback_ca.starts_with("--callback-ca-file /no/such/file.pem cannot be read"), "{callback_ca}");
+        let not_pem = err(&["--callback-ca-file", "/proc/self/cmdline"]);
+        assert!(not_pem.ends_with("holds no PEM certificate"), "{not_pem}");
         let list = err(&["--broker-url", "amqp://a//;http://u:hunter2@b/"]);
         assert!(list.contains("or several separated by ';'") && !list.contains("hunter2"), "{list}");
         assert_eq!(err(&["--broker-url", " ; "]), "--broker-url names no broker");

@@ -1,7 +1,9 @@
 //! Plugins: where each version runs ([`Plugins`]), one step of a plugin
-//! whatever its kind ([`step`]), Rust plugins ([`Plugin`], [`Registry`],
+//! whatever its kind ([`step`]), the POST of their callback info
+//! ([`callbacks`]), Rust plugins ([`Plugin`], [`Registry`],
 //! the example) and Python plugins in host processes ([`python`]).
 
+pub mod callbacks;
 pub mod example;
 pub mod plugin;
 pub mod pyjson;
@@ -10,6 +12,7 @@ pub mod registry;
 pub mod sources;
 pub mod step;
 
+pub use self::callbacks::Callbacks;
 pub use self::plugin::{Callback, Context, Outcome, Plugin};
 pub use self::registry::Registry;
 pub use self::sources::{Local, Plugins, Runs};

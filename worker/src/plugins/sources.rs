@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::callbacks::Callbacks;
 use super::python::Pool;
 use super::registry::Registry;
 use super::step::{StepError, StepInput, StepResult};
@@ -15,6 +16,8 @@ use crate::control::meters;
 pub struct Plugins {
     rust: Arc<Registry>,
     python: Option<Arc<Pool>>,
+    /// How their `plugin_callback_info` is posted.
+    callbacks: Callbacks,
 }
 
 /// A step as [`Plugins::local`] finds it.
@@ -56,12 +59,22 @@ impl Plugins {
                 "no plugins to run: give --python PATH (the plugin project's interpreter) or --example-plugin".into()
             );
         }
-        Ok(Plugins { rust: Arc::new(rust), python })
+        Ok(Plugins { rust: Arc::new(rust), python, callbacks: Callbacks::system() })
     }
 
     /// Only the Rust plugins of `rust` (embedding programs and tests).
     pub fn rust(rust: Registry) -> Plugins {
-        Plugins { rust: Arc::new(rust), python: None }
+        Plugins { rust: Arc::new(rust), python: None, callbacks: Callbacks::system() }
+    }
+
+    /// These plugins, posting their callbacks with `callbacks`.
+    pub fn posting_with(self, callbacks: Callbacks) -> Plugins {
+        Plugins { callbacks, ..self }
+    }
+
+    /// How their `plugin_callback_info` is posted.
+    pub fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
     }
 
     /// Every version, sorted, with what runs it.

@@ -19,7 +19,6 @@ pub mod handled;
 pub mod headers;
 pub mod messages;
 pub mod parking;
-pub mod plugin_callback;
 pub mod poll;
 pub mod schedule;
 pub mod store;

@@ -122,9 +122,8 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
         }
         if let Some(info) = decision.plugin_callback {
-            let posted =
-                tokio::task::spawn_blocking(move || super::plugin_callback::post_with_retry(&info.url, &info.data))
-                    .await;
+            let callbacks = ctx.plugins.callbacks().clone();
+            let posted = tokio::task::spawn_blocking(move || callbacks.post_with_retry(&info.url, &info.data)).await;
             if let Ok(Err(e)) = posted {
                 tracing::warn!(error = %e, "plugin callback not delivered");
             }

@@ -29,7 +29,7 @@ use crate::control::pause::Pause;
 use crate::operator::{self, Controls};
 use crate::plugins::example::Example;
 use crate::plugins::python::Pool;
-use crate::plugins::{Plugins, Registry};
+use crate::plugins::{Callbacks, Plugins, Registry};
 
 /// How long a stopping worker waits for the broker to answer a cancel or a
 /// close: a broker that stopped answering must not keep the process alive.
@@ -153,7 +153,11 @@ async fn start_plugins(config: &WorkerConfig, registry: Registry) -> Result<Plug
         Some(settings) => Some(Arc::new(Pool::start(settings.clone()).await.map_err(WorkerError::Plugins)?)),
         None => None,
     };
-    Plugins::new(registry, pool).map_err(WorkerError::Plugins)
+    let plugins = Plugins::new(registry, pool).map_err(WorkerError::Plugins)?;
+    Ok(match &config.callback_ca_pem {
+        Some(pem) => plugins.posting_with(Callbacks::with_ca_pem(pem).map_err(WorkerError::Plugins)?),
+        None => plugins,
+    })
 }
 
 /// A database that is down at start-up is a transient condition: polls
