@@ -327,6 +327,28 @@ async fn hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good() {
     assert_eq!(sample(&metrics, "celerity_python_hosts"), 1.0, "back to full: {metrics}");
 }
 
+/// A plugin's log message holding `\n` and its output holding `\r`, in
+/// the worker's text log: each stays inside its own line, escaped, and no
+/// line of the log is one the plugin wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugin_output_cannot_forge_a_line_of_the_workers_log() {
+    let dir = temp_dir();
+    let project = Project::new(&python());
+    produce(&project, &[(id("forges"), "2.4.0", json!({}), json!({}))]);
+    let worker = project.celerity(&["--python-workers", "1", "--log-format", "text"], dir.join("celerity.log"));
+    wait_until(&project, Duration::from_secs(60), "final", |r| r[&id("forges")].state == 4).await;
+    let log = worker.log();
+    let forged: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(forged.len(), 2, "both arrived:\n{log}");
+    for line in forged {
+        assert!(!line.starts_with("ERROR") && !line.contains("\r"), "{line:?}");
+        assert!(
+            line.contains(r"done\nERROR celerity: FORGED") || line.contains(r"done\rERROR celerity: FORGED"),
+            "{line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hosts_are_recycled_by_task_count_and_by_memory() {
     let dir = temp_dir();
@@ -386,7 +408,7 @@ async fn celery_inspect_shows_the_plugin_versions_and_the_python_pool() {
     let python = &stats["pool"]["plugins"]["python"];
     assert_eq!(python["bk-plugin-framework"], "2.3.15", "{stats}");
     assert_eq!(python["processes"], 2, "{stats}");
-    assert_eq!(stats["pool"]["plugins"]["versions"], 14, "{stats}");
+    assert_eq!(stats["pool"]["plugins"]["versions"], 15, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -449,7 +471,7 @@ fn plugins_lists_every_version_and_a_version_offered_twice_is_refused() {
     let line =
         |v: &str| text.lines().find(|l| l.starts_with(v)).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(line("1.2.0 "), ["1.2.0", "python", "bk_plugin.versions.callback.WaitsForCallback"], "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 14, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 15, "{text}");
     assert!(text.contains("bk-plugin-framework 2.3.15"), "{text}");
 
     let both = std::process::Command::new(celerity_bin())

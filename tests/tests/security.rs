@@ -15,6 +15,15 @@
 //! - the plugin hosts: no inherited socket or descriptor beyond their pipes,
 //!   no `CELERITY_*` setting in their environment
 //!   (`python_plugins.rs`, `a_host_gets_no_database_socket_and_no_worker_secret`);
+//! - the worker's own output: a plugin's log message holding `\n` and its
+//!   output holding `\r` stay inside one line of the text log
+//!   (`python_plugins.rs`, `plugin_output_cannot_forge_a_line_of_the_workers_log`);
+//!   an `err` with a line break and a terminal escape is shown escaped by
+//!   `celerity status` (`status.rs`, `status_escapes_control_characters_from_the_row`);
+//! - plugin callbacks: an `https://` URL is verified, against an operator's
+//!   CA when given (`worker_tasks.rs`, `an_https_callback_is_posted_when_its_ca_is_trusted`);
+//!   a poll interval past the delay topology FAILs with a reason
+//!   (`worker/src/tasks/decide.rs` unit tests);
 //! - the plugin hosts' pipes: GBK bytes and a 100 MiB line on the output,
 //!   `wait_poll(inf)`, a line written into the protocol during a step and
 //!   one written after it by a forked child: each ends its own step only,

@@ -120,3 +120,24 @@ fn status_never_shows_the_password() {
     assert!(!text.contains("hunter2pw"), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
 }
+
+/// An `err` a plugin wrote with a line break and a terminal escape: the
+/// text view shows both escaped, on the `err` line; JSON keeps the text.
+#[test]
+fn status_escapes_control_characters_from_the_row() {
+    let tdb = migrated_database();
+    insert_schedule(&tdb.url(), "hostile", "1.0.0", State::Poll, &example_data(1, 0));
+    set(
+        &tdb,
+        "UPDATE schedule_schedule SET state = 5, finish_at = NOW(6), \
+         err = CONCAT('failed', CHAR(10), 'status        SUCCESS', CHAR(27), '[2J') WHERE trace_id = 'hostile'",
+    );
+    let (ok, out, err) = status(&tdb, &["hostile"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains(r"err           failed\nstatus        SUCCESS\u{1b}[2J"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("status")).count(), 1, "{out}");
+    let (ok, out, _) = status(&tdb, &["hostile", "--json"]);
+    let row: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && row["err"] == "failed\nstatus        SUCCESS\u{1b}[2J", "{out}");
+}

@@ -7,6 +7,7 @@
 
 pub mod actor;
 pub mod http;
+pub mod printable;
 pub mod report;
 pub mod resend;
 pub mod view;

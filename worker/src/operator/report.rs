@@ -4,6 +4,8 @@
 use celerity_db::operator::{Action, Done};
 use serde::Serialize;
 
+use super::printable::printable;
+
 /// One schedule's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -81,14 +83,16 @@ impl Report {
             (Done::Changed { .. }, _) => {
                 format!(
                     "{}  {}: {} -> {}",
-                    self.trace_id,
+                    printable(&self.trace_id),
                     past(self.action),
                     v.from.unwrap_or("?"),
                     v.to.unwrap_or("?")
                 )
             }
-            (Done::Unchanged { .. }, why) => format!("{}  unchanged: {}", self.trace_id, why.unwrap_or_default()),
-            (_, why) => format!("{}  refused: {}", self.trace_id, why.unwrap_or_default()),
+            (Done::Unchanged { .. }, why) => {
+                format!("{}  unchanged: {}", printable(&self.trace_id), printable(&why.unwrap_or_default()))
+            }
+            (_, why) => format!("{}  refused: {}", printable(&self.trace_id), printable(&why.unwrap_or_default())),
         };
         if self.resent > 0 {
             line.push_str(&format!("; {} parked message(s) sent again", self.resent));

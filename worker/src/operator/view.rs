@@ -4,9 +4,13 @@
 //! messages, operator actions and attempt log; and counts by status. Text
 //! and JSON show the same fields.
 
+use std::borrow::Cow;
+
 use celerity_db::status::{self, Counts};
 use celerity_db::{DbError, MysqlConnection, State, Status, operator, repo};
 use serde::Serialize;
+
+use super::printable::printable;
 
 /// One schedule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -248,11 +252,11 @@ impl From<&Counts> for Summary {
 impl ScheduleStatus {
     /// The human-readable form.
     pub fn render(&self) -> String {
-        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let dash = |v: &Option<String>| v.as_deref().map_or("-".into(), |v| printable(v).into_owned());
         let mut out = format!(
             "trace_id      {}\nplugin        {}\nstatus        {}{}\ninvoke_count  {}\ncreated_at    {}\nfinish_at     {}\nerr           {}\n",
-            self.trace_id,
-            self.plugin_version,
+            printable(&self.trace_id),
+            printable(&self.plugin_version),
             self.status,
             if self.status != self.state { format!(" (stored state {})", self.state) } else { String::new() },
             self.invoke_count,
@@ -261,7 +265,12 @@ impl ScheduleStatus {
             dash(&self.err),
         );
         if let Some(p) = &self.pause {
-            out.push_str(&format!("paused        since {} by {}: {}\n", p.paused_at, p.paused_by, or_none(&p.reason)));
+            out.push_str(&format!(
+                "paused        since {} by {}: {}\n",
+                p.paused_at,
+                printable(&p.paused_by),
+                or_none(&p.reason)
+            ));
         }
         if let Some(r) = &self.retry {
             out.push_str(&format!(
@@ -271,7 +280,7 @@ impl ScheduleStatus {
                 r.last_failure_at,
                 dash(&r.next_retry_at),
                 r.last_error_class,
-                r.last_error
+                printable(&r.last_error)
             ));
         }
         if let Some(a) = &self.last_action {
@@ -279,7 +288,7 @@ impl ScheduleStatus {
                 "last action   {} at {} by {} (was {}): {}\n",
                 a.action,
                 a.at,
-                a.actor,
+                printable(&a.actor),
                 a.from_status,
                 or_none(&a.reason)
             ));
@@ -289,8 +298,8 @@ impl ScheduleStatus {
             for p in &self.parked {
                 out.push_str(&format!(
                     "  {}  {}  due {}  parked {}{}\n",
-                    p.task_id,
-                    p.task.rsplit('.').next().unwrap_or(&p.task),
+                    printable(&p.task_id),
+                    printable(p.task.rsplit('.').next().unwrap_or(&p.task)),
                     dash(&p.eta),
                     p.parked_at,
                     p.released_at.as_ref().map(|r| format!("  released {r}")).unwrap_or_default()
@@ -300,7 +309,13 @@ impl ScheduleStatus {
         if self.actions.len() > 1 {
             out.push_str(&format!("actions       {}\n", self.actions.len()));
             for a in &self.actions {
-                out.push_str(&format!("  {}  {:<6} by {}: {}\n", a.at, a.action, a.actor, or_none(&a.reason)));
+                out.push_str(&format!(
+                    "  {}  {:<6} by {}: {}\n",
+                    a.at,
+                    a.action,
+                    printable(&a.actor),
+                    or_none(&a.reason)
+                ));
             }
         }
         out.push_str(&format!("attempts      {}\n", self.attempts.len()));
@@ -311,16 +326,16 @@ impl ScheduleStatus {
                 a.started_at,
                 a.ended_at,
                 a.outcome,
-                a.hostname,
-                a.error.as_ref().map(|e| format!("  {e}")).unwrap_or_default()
+                printable(&a.hostname),
+                a.error.as_ref().map(|e| format!("  {}", printable(e))).unwrap_or_default()
             ));
         }
         out
     }
 }
 
-fn or_none(reason: &str) -> &str {
-    if reason.is_empty() { "(no reason given)" } else { reason }
+fn or_none(reason: &str) -> Cow<'_, str> {
+    if reason.is_empty() { Cow::Borrowed("(no reason given)") } else { printable(reason) }
 }
 
 impl Summary {

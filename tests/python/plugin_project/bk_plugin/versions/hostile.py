@@ -2,8 +2,10 @@
 its own step only: 2.1.0 writes bytes that are not UTF-8 and a 100 MiB line,
 2.2.0 asks wait_poll for a countdown that is not a number (its inputs say
 which), 2.3.0 writes into the protocol's own pipe during its step or, from
-a forked child, after it. Each misbehaves on worker polls only."""
+a forked child, after it, 2.4.0 logs and prints line breaks that would
+forge the worker's log lines. Each misbehaves on worker polls only."""
 
+import logging
 import os
 import sys
 import time
@@ -72,3 +74,17 @@ class WritesProtocol(Plugin):
             time.sleep(1)
             os.write(fd, b'{"id": 999, "outcome": "success"}\n')
             os._exit(0)
+
+
+class ForgesLogLines(Plugin):
+    class Meta:
+        version = "2.4.0"
+
+    class Inputs(InputsModel):
+        pass
+
+    def execute(self, inputs: Inputs, context: Context):
+        if context.invoke_count == 1:
+            return self.wait_poll(0)
+        logging.getLogger("bk_plugin").warning("done\nERROR celerity: FORGED by a log message")
+        print("done\rERROR celerity: FORGED by a carriage return", flush=True)
