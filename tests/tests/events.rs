@@ -83,11 +83,17 @@ async fn celerys_receiver_sees_the_worker_and_its_tasks() {
     assert_eq!(received[0]["uuid"], first.id.as_str());
     assert_eq!(received[0]["name"], topology::SCHEDULE_TASK);
     assert!(received[0]["kwargs"].as_str().is_some_and(|k| k.contains(&trace_id)), "{}", received[0]);
-    let ids: Vec<&Value> = received.iter().map(|e| &e["uuid"]).collect();
-    let started: Vec<&Value> = of("task-started").iter().map(|e| &e["uuid"]).collect();
-    let succeeded: Vec<&Value> = of("task-succeeded").iter().map(|e| &e["uuid"]).collect();
-    assert_eq!(started, ids);
-    assert_eq!(succeeded, ids);
+    // Each task received started and succeeded once. Events of two tasks
+    // may interleave on the wire (Celery orders them by `clock`, not by
+    // arrival), so they are compared as sets.
+    let uuids = |kind: &str| -> Vec<String> {
+        let mut ids: Vec<String> = of(kind).iter().map(|e| e["uuid"].as_str().unwrap_or_default().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let ids = uuids("task-received");
+    assert_eq!(uuids("task-started"), ids);
+    assert_eq!(uuids("task-succeeded"), ids);
     assert!(of("task-succeeded").iter().all(|e| e["runtime"].as_f64().is_some()));
 }
 
