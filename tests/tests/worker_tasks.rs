@@ -14,8 +14,8 @@ use celerity_db::State;
 use celerity_tests::ChildGuard;
 use celerity_tests::tls::TestCerts;
 use celerity_tests::{
-    InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, insert_schedule, migrated_database,
-    publish_task, rows, task_message, unique, wait_for_rows, worker_config,
+    InProcessWorker, TestDatabase, Vhost, confirmed_channel, declare_framework_queue, insert_schedule,
+    migrated_database, publish_task, rows, task_message, unique, wait_for_rows, worker_config,
 };
 use diesel::prelude::*;
 use lapin::options::BasicGetOptions;
@@ -69,6 +69,15 @@ fn insert(url: &str, trace_id: &str, version: &str, state: State, context_data: 
     insert_schedule(url, trace_id, version, state, &data.to_string());
 }
 
+/// A schedule of the plugin that succeeds at once and asks for a POST of
+/// `{"k": "v", "n": 1}` to `url`; its trace id.
+fn calling_back(tdb: &TestDatabase, url: &str) -> String {
+    let trace_id = unique("cb").replace('-', "");
+    let info = serde_json::json!({"plugin_callback_info": {"url": url, "data": {"k": "v", "n": 1}}});
+    insert(&tdb.url(), &trace_id, "callsback-1.0.0", State::Poll, info);
+    trace_id
+}
+
 async fn channel(vhost: &Vhost) -> (lapin::Connection, lapin::Channel) {
     let (conn, ch) = confirmed_channel(vhost).await;
     for q in broker_proto::topology::FRAMEWORK_QUEUES {
@@ -117,14 +126,7 @@ async fn plugin_callback_info_is_posted_on_a_final_state_with_three_tries() {
     let tdb = migrated_database();
     let (_conn, ch) = channel(&vhost).await;
     let (url, bodies) = http_server(vec![500, 503, 200]);
-    let trace_id = unique("cb").replace('-', "");
-    insert(
-        &tdb.url(),
-        &trace_id,
-        "callsback-1.0.0",
-        State::Poll,
-        serde_json::json!({"plugin_callback_info": {"url": url, "data": {"k": "v", "n": 1}}}),
-    );
+    let trace_id = calling_back(&tdb, &url);
     let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), registry());
     send(&ch, topology::SCHEDULE_QUEUE.name, topology::SCHEDULE_TASK, &[("trace_id", &trace_id)]).await;
     wait_for_rows(&tdb, Duration::from_secs(20), |r| r[&trace_id].state == 4).await;
@@ -193,14 +195,7 @@ async fn an_https_callback_is_posted_when_its_ca_is_trusted() {
     let vhost = Vhost::create();
     let tdb = migrated_database();
     let (_conn, ch) = channel(&vhost).await;
-    let trace_id = unique("cb").replace('-', "");
-    insert(
-        &tdb.url(),
-        &trace_id,
-        "callsback-1.0.0",
-        State::Poll,
-        serde_json::json!({"plugin_callback_info": {"url": url, "data": {"k": "v", "n": 1}}}),
-    );
+    let trace_id = calling_back(&tdb, &url);
     let config = WorkerConfig {
         callback_ca_pem: Some(std::fs::read_to_string(&certs.ca).unwrap()),
         ..worker_config(&vhost.url(), &tdb.url())
