@@ -108,6 +108,10 @@ async fn wait_until(
     }
 }
 
+fn all_final(rows: &BTreeMap<String, RowView>) -> bool {
+    rows.values().all(|r| r.state == 4 || r.state == 5)
+}
+
 fn final_or_waiting(rows: &BTreeMap<String, RowView>) -> bool {
     rows.iter().all(|(t, r)| if t == &id("waits") { r.state == 3 } else { r.state == 4 || r.state == 5 })
 }
@@ -204,10 +208,7 @@ async fn misbehaving_plugins_take_nothing_else_down_and_strand_nothing() {
         &["--python-workers", "2", "--plugin-timeout", "3", "--log-format", "json", "--http-addr", &http.to_string()],
         dir.join("celerity.log"),
     );
-    wait_until(&project, Duration::from_secs(120), "every schedule final", |r| {
-        r.values().all(|r| r.state == 4 || r.state == 5)
-    })
-    .await;
+    wait_until(&project, Duration::from_secs(120), "every schedule final", all_final).await;
     let rows = rows(&project.db);
     let row = |t: &str| rows[&id(t)].clone();
     assert_eq!((row("hangs").state, row("hangs").err.as_str()), (5, "plugin schedule timed out after 3 s"));
@@ -274,10 +275,7 @@ async fn hostile_plugin_output_ends_its_own_step_and_no_step_waits_for_good() {
         &["--python-workers", "1", "--log-format", "json", "--http-addr", &http.to_string()],
         dir.join("celerity.log"),
     );
-    wait_until(&project, Duration::from_secs(120), "every schedule final", |r| {
-        r.values().all(|r| r.state == 4 || r.state == 5)
-    })
-    .await;
+    wait_until(&project, Duration::from_secs(120), "every schedule final", all_final).await;
     let rows = rows(&project.db);
     let row = |t: &str| rows[&id(t)].clone();
     let bad = row("badoutput");
