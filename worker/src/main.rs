@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// jemalloc: with glibc's allocator the worker's RSS crept up by about
 /// 7 bytes per poll with its live heap flat (fragmentation); with jemalloc it
 /// stays flat (BENCHMARKS.md, "Memory over a million polls").
@@ -11,5 +9,6 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    celerity::commands::run(celerity::config::flags::Cli::parse())
+    let cli = celerity::config::flags::Cli::parse_from_argv(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    celerity::commands::run(cli)
 }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use celerity_db::operator::Action;
 
-use crate::config::flags::{Cli, Command};
+use crate::config::flags::{Cli, Command, WorkerArgs};
 
 /// Runs the command `cli` names; the exit status says how it went, and a
 /// failure is one line on stderr.
@@ -24,7 +24,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => return fatal(&format!("cannot start the async runtime: {e}")),
     };
     let printed = match cli.command {
-        Command::Worker(args) => worker::run(*args, &runtime, shutdown_signal()),
+        Command::Worker(args) => worker::run(WorkerArgs { app: cli.app, ..*args }, &runtime, shutdown_signal()),
         Command::Migrate(args) => migrate::run(args),
         Command::Status(args) => status::run(args),
         Command::Sweep(args) => runtime.block_on(sweep::run(args)),

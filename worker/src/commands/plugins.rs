@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tracing::level_filters::LevelFilter;
+
 use crate::config::flags::PluginsArgs;
 use crate::plugins::example::Example;
 use crate::plugins::python::Pool;
@@ -14,7 +16,10 @@ pub async fn run(args: PluginsArgs) -> Result<String, String> {
     if args.plugins.example_plugin {
         registry.register("1.0.0", Example);
     }
-    let pool = match args.plugins.python_settings()? {
+    let pool = match args
+        .plugins
+        .python_settings(crate::config::validate::rust_log_level().unwrap_or(LevelFilter::INFO))?
+    {
         Some(settings) => Some(Arc::new(Pool::start(crate::config::PythonSettings { workers: 1, ..settings }).await?)),
         None => None,
     };

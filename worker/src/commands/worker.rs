@@ -14,7 +14,7 @@ pub fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<String, String> {
     let config = args.into_config()?;
-    logging::init(config.log_format);
+    logging::init(config.log_format, config.log_level);
     // On a runtime thread, not `block_on`'s: there, the session's loop
     // woke one more thread for every delivery (BENCHMARKS.md, issue 19).
     let worker = runtime.spawn(crate::worker::run(config, shutdown));

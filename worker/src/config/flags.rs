@@ -9,19 +9,44 @@ use celerity_db::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LOCK_WAIT_TIMEOUT,
     DEFAULT_MAX_LIFETIME,
 };
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, Parser, Subcommand};
 
-use super::backoff;
 use super::{self as config, DEFAULT_HTTP_ADDR, LogFormat};
+use super::{backoff, celery};
 use crate::broker::QueueType;
 
 /// Celerity: a Rust worker for Celery schedule tasks of the BlueKing plugin framework.
 #[derive(Debug, Parser)]
 #[command(name = "celerity", version, about, long_about = None)]
 pub struct Cli {
+    /// Celery's app (`-A blueapps.core.celery`): accepted so a Celery command line runs as written; no effect.
+    #[arg(short = 'A', long = "app", global = true, value_name = "APP")]
+    pub app: Option<String>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses `argv`; a Celery flag Celerity does not take is refused by
+    /// name, with what to use instead ([`celery::refusal`]).
+    pub fn parse_from_argv<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(argv).map_err(|e| {
+            let refused = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+                (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => celery::refusal(flag),
+                _ => None,
+            };
+            match refused {
+                Some(why) => clap::Error::raw(ErrorKind::UnknownArgument, format!("{why}\n")),
+                None => e,
+            }
+        })
+    }
 }
 
 /// The subcommands.
@@ -187,27 +212,39 @@ pub struct WorkerArgs {
     /// The MySQL/MariaDB holding schedule_schedule.
     #[command(flatten)]
     pub database: DatabaseFlags,
-    /// Queues to consume, comma-separated.
+    /// Queues to consume, comma-separated: any of the framework's three (Celery's -Q).
     #[arg(
+        short = 'Q',
         long,
         env = "CELERITY_QUEUES",
         value_delimiter = ',',
         default_value = "plugin_schedule,plugin_callback,schedule_delete"
     )]
     pub queues: Vec<String>,
-    /// Polls running at once.
-    #[arg(long, env = "CELERITY_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY)]
+    /// Polls running at once (Celery's -c).
+    #[arg(short = 'c', long, env = "CELERITY_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Queue for the next polls this worker sends (consumed with plugin_schedule); plugin_schedule keeps them
     /// where Python workers read them.
     #[arg(long, env = "CELERITY_NEXT_POLL_QUEUE", default_value = broker_proto::topology::NEXT_POLL_QUEUE)]
     pub next_poll_queue: String,
-    /// Worker name, shown in the attempt log (default celerity@<host name>).
-    #[arg(long, env = "CELERITY_HOSTNAME")]
+    /// Worker name, shown in the attempt log and to remote control (default celerity@%h); Celery's -n, with its
+    /// %h (host name), %n (its first label) and %d (its domain).
+    #[arg(short = 'n', long, env = "CELERITY_HOSTNAME")]
     pub hostname: Option<String>,
-    /// IANA zone of the tables' naive datetimes (the framework's Django TIME_ZONE when USE_TZ=False).
-    #[arg(long, env = "CELERITY_DB_TIME_ZONE", default_value = "UTC")]
-    pub db_time_zone: String,
+    /// Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL, any case (Celery's -l); RUST_LOG, when set, wins.
+    #[arg(short = 'l', long, env = "CELERITY_LOGLEVEL")]
+    pub loglevel: Option<String>,
+    /// Celery's pool (`-P threads`): accepted so a Celery command line runs as written; no effect.
+    #[arg(short = 'P', long, value_name = "POOL")]
+    pub pool: Option<String>,
+    /// Celery's `-A`, given before or after `worker` ([`Cli::app`]), to be said at start-up.
+    #[arg(skip)]
+    pub app: Option<String>,
+    /// IANA zone of the tables' naive datetimes; default: the project's Django TIME_ZONE when USE_TZ=False (UTC
+    /// when on), as its plugin hosts report it, else UTC.
+    #[arg(long, env = "CELERITY_DB_TIME_ZONE")]
+    pub db_time_zone: Option<String>,
     /// Where /metrics and /healthz listen.
     #[arg(long, env = "CELERITY_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
@@ -263,6 +300,9 @@ pub struct WorkerArgs {
     /// delete_expired_schedule removes schedules finished more than this many days ago.
     #[arg(long, env = "CELERITY_DELETE_AFTER_DAYS", default_value_t = config::DEFAULT_DELETE_AFTER_DAYS)]
     pub delete_after_days: u32,
+    /// Do not send the daily delete_expired_schedule at 00:00 UTC (keep `celery beat` for it instead).
+    #[arg(long, env = "CELERITY_WITHOUT_DAILY_DELETE")]
+    pub without_daily_delete: bool,
     /// Rows per delete transaction.
     #[arg(long, env = "CELERITY_DELETE_BATCH", default_value_t = config::DEFAULT_DELETE_BATCH)]
     pub delete_batch: i64,
@@ -283,6 +323,14 @@ pub struct WorkerArgs {
     /// 0 counts once, at start).
     #[arg(long, env = "CELERITY_SCHEDULES_COUNT_INTERVAL", default_value_t = Secs(config::DEFAULT_SCHEDULES_COUNT_INTERVAL))]
     pub schedules_count_interval: Secs,
+    /// Seconds between counts of the consumed queues' ready and unacknowledged messages and consumers for
+    /// /metrics (0: never).
+    #[arg(long, env = "CELERITY_QUEUE_STATS_INTERVAL", default_value_t = Secs(config::DEFAULT_QUEUE_STATS_INTERVAL))]
+    pub queue_stats_interval: Secs,
+    /// RabbitMQ's management API (http://user:password@host:15672), for the unacknowledged counts on /metrics;
+    /// default: the broker's host on port 15672 with the broker's user.
+    #[arg(long, env = "CELERITY_BROKER_MANAGEMENT_URL", hide_env_values = true)]
+    pub broker_management_url: Option<String>,
     /// Bearer token of the HTTP operator controls (/schedules/...); they are off without it. On the command
     /// line it shows in `ps`: prefer the environment or --admin-token-file.
     #[arg(long, env = "CELERITY_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]

@@ -4,6 +4,7 @@
 //! environment deeper in the code.
 
 pub mod backoff;
+pub mod celery;
 pub mod flags;
 pub mod sources;
 pub mod validate;
@@ -102,6 +103,9 @@ pub const DEFAULT_STEP_LIMIT: Duration = Duration::from_secs(25 * 60);
 pub struct PythonSettings {
     /// The plugin project's interpreter, e.g. its venv's `bin/python`.
     pub interpreter: PathBuf,
+    /// Where the interpreter was named: `--python`, or the Python
+    /// environment `celerity` is installed in.
+    pub interpreter_from: &'static str,
     /// Host processes.
     pub workers: usize,
     /// A step running longer kills its host and fails the schedule
@@ -119,8 +123,9 @@ pub struct PythonSettings {
 /// Everything `celerity worker` needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Where the broker and database settings came from, passwords masked,
-    /// said at start-up.
+    /// Where the broker, database and interpreter settings came from
+    /// (passwords masked), and the Celery flags that had no effect: said at
+    /// start-up.
     pub settings_from: Vec<String>,
     /// `amqp://` or `amqps://user:pass@host:port/vhost`.
     pub broker_url: String,
@@ -154,6 +159,8 @@ pub struct WorkerConfig {
     pub http_addr: SocketAddr,
     /// Log line format.
     pub log_format: LogFormat,
+    /// The most verbose level logged: `RUST_LOG`'s when set, else `--loglevel`'s, else info.
+    pub log_level: tracing::level_filters::LevelFilter,
     /// Countdowns of the retries after transient database errors, and how many.
     pub backoff: Backoff,
     /// Grace period for in-flight polls at shutdown.
@@ -164,6 +171,18 @@ pub struct WorkerConfig {
     pub delete_after_days: u32,
     /// Rows per delete transaction.
     pub delete_batch: i64,
+    /// How often the consumed queues are counted for `/metrics`; `None` never.
+    pub queue_stats_interval: Option<Duration>,
+    /// RabbitMQ's management API, for the unacknowledged counts (default:
+    /// the broker's host, port 15672, the broker's user).
+    pub broker_management_url: Option<String>,
+    /// No `--db-time-zone` was given: the zone is the project's Django
+    /// `TIME_ZONE` (when `USE_TZ` is off), as its plugin hosts report it at
+    /// start-up, else `db.time_zone`.
+    pub time_zone_from_project: bool,
+    /// Send the daily `delete_expired_schedule` at 00:00 UTC (one worker a
+    /// day does), so no `celery beat` is needed.
+    pub daily_delete: bool,
     /// Time between sweep rounds; `None` turns this worker's sweeper off.
     pub sweep_interval: Option<Duration>,
     /// What counts as stranded, and how many per round.
@@ -185,6 +204,9 @@ pub struct WorkerConfig {
     /// callbacks, read once at start-up.
     pub callback_ca_pem: Option<String>,
 }
+
+/// Default of `--queue-stats-interval`: as often as Prometheus usually scrapes.
+pub const DEFAULT_QUEUE_STATS_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Default of `--schedules-count-interval`.
 pub const DEFAULT_SCHEDULES_COUNT_INTERVAL: Duration = Duration::from_secs(30);
@@ -221,6 +243,11 @@ impl WorkerConfig {
             hostname: default_hostname(),
             http_addr: DEFAULT_HTTP_ADDR.parse().expect("the default address parses"),
             log_format: LogFormat::Text,
+            log_level: tracing::level_filters::LevelFilter::INFO,
+            daily_delete: true,
+            time_zone_from_project: false,
+            queue_stats_interval: Some(DEFAULT_QUEUE_STATS_INTERVAL),
+            broker_management_url: None,
             backoff: Backoff::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             broker_wait: DEFAULT_BROKER_WAIT,

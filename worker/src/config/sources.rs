@@ -6,6 +6,7 @@
 //! `BK_PLUGIN_RUNTIME_DB_{NAME,HOST,PORT,USER,PWD}`; then the defaults.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -103,6 +104,28 @@ pub fn database_url(given: Option<String>, env: impl Fn(&str) -> Option<String>)
     }
 }
 
+/// The interpreter of the Python environment `celerity` is installed in
+/// (`pip install celerity-worker` puts it in that environment's `bin/`):
+/// `python` (or `python3`) beside the binary `exe`, when that folder is a
+/// virtual environment's (`../pyvenv.cfg`) or a Python prefix where pip
+/// recorded the wheel (`../lib/python3.*/site-packages/celerity_worker-*.dist-info`).
+/// A `python` that merely shares a folder such as `/usr/bin` is not taken.
+pub fn python_beside(exe: &Path) -> Option<(PathBuf, &'static str)> {
+    let bin = exe.parent()?;
+    let python = ["python", "python3"].into_iter().map(|name| bin.join(name)).find(|p| p.is_file())?;
+    let prefix = bin.parent()?;
+    if prefix.join("pyvenv.cfg").is_file() {
+        return Some((python, "the virtual environment celerity is installed in"));
+    }
+    let installed_here = std::fs::read_dir(prefix.join("lib")).ok()?.flatten().any(|lib| {
+        lib.file_name().to_string_lossy().starts_with("python3")
+            && std::fs::read_dir(lib.path().join("site-packages")).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("celerity_worker-")))
+            })
+    });
+    installed_here.then_some((python, "the Python environment celerity is installed in"))
+}
+
 /// The process environment, read once at start-up.
 pub fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
@@ -149,5 +172,33 @@ mod tests {
         let defaults = database_url(None, env(&[(RUNTIME_DB_NAME, "bk_plugin")]));
         assert_eq!(defaults.url, "mysql://root@127.0.0.1:3306/bk_plugin");
         assert_eq!(database_url(None, env(&[(RUNTIME_DB_HOST, "h")])).source, Source::Default, "no name, no URL");
+    }
+
+    #[test]
+    fn the_interpreter_beside_celerity_is_taken_only_in_a_python_environment() {
+        let root = std::env::temp_dir().join(format!("celerity-beside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let touch = |path: &Path| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        };
+        // A virtual environment.
+        let venv = root.join("venv");
+        touch(&venv.join("bin/python"));
+        touch(&venv.join("bin/celerity"));
+        assert_eq!(python_beside(&venv.join("bin/celerity")), None, "no pyvenv.cfg: not a venv");
+        touch(&venv.join("pyvenv.cfg"));
+        let (python, from) = python_beside(&venv.join("bin/celerity")).unwrap();
+        assert_eq!((python, from), (venv.join("bin/python"), "the virtual environment celerity is installed in"));
+        // A Python prefix pip installed the wheel into (a buildpack's, an image's system Python).
+        let prefix = root.join("prefix");
+        touch(&prefix.join("bin/python3"));
+        touch(&prefix.join("lib/python3.10/site-packages/six.py"));
+        assert_eq!(python_beside(&prefix.join("bin/celerity")), None, "a python that only shares the folder");
+        touch(&prefix.join("lib/python3.10/site-packages/celerity_worker-0.1.0.dist-info/RECORD"));
+        assert_eq!(python_beside(&prefix.join("bin/celerity")).unwrap().0, prefix.join("bin/python3"));
+        // No interpreter beside it at all.
+        assert_eq!(python_beside(&root.join("elsewhere/celerity")), None);
+        let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -2,7 +2,9 @@
 //! every error is one line that never shows a password.
 
 use celerity_db::{Db, DbConfig, Tz};
+use tracing::level_filters::LevelFilter;
 
+use super::celery;
 use super::flags::{BrokerFlags, DatabaseFlags, PluginFlags, SweepFlags, WorkerArgs};
 use super::sources::{self, Setting};
 use super::{
@@ -19,20 +21,37 @@ impl WorkerArgs {
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
-        if self.queues.iter().any(|q| q.trim().is_empty()) {
-            return Err("--queues has an empty queue name".into());
+        let queues: Vec<String> = self.queues.iter().map(|q| q.trim().to_owned()).collect();
+        celery::check_queues(&queues)?;
+        let hostname = match &self.hostname {
+            Some(pattern) => celery::expand_hostname(pattern, &gethostname::gethostname().to_string_lossy())?,
+            None => default_hostname(),
+        };
+        let log_level = match &self.loglevel {
+            Some(level) => celery::parse_loglevel(level)?,
+            None => LevelFilter::INFO,
+        };
+        // RUST_LOG, when set, says more than a level: it wins.
+        let log_level = rust_log_level().unwrap_or(log_level);
+        let python = self.plugins.python_settings(log_level)?;
+        let mut settings_from =
+            vec![format!("broker {}", self.broker.setting().describe()), format!("database {}", database.describe())];
+        if let Some(python) = &python {
+            settings_from.push(format!(
+                "plugin hosts' interpreter {} from {}",
+                python.interpreter.display(),
+                python.interpreter_from
+            ));
         }
-        let time_zone = parse_zone(&self.db_time_zone)?;
+        settings_from.extend(celery::no_effect(self.app.as_deref(), self.pool.as_deref()));
+        let time_zone = self.db_time_zone.as_deref().map(parse_zone).transpose()?;
         let sweep = self.sweep.settings()?;
         let pool_size = self.db_pool_size.unwrap_or(self.concurrency as u32 + 4);
         if (pool_size as usize) < self.concurrency {
             return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
         }
         Ok(WorkerConfig {
-            settings_from: vec![
-                format!("broker {}", self.broker.setting().describe()),
-                format!("database {}", database.describe()),
-            ],
+            settings_from,
             broker_url: broker.url,
             broker_ca_pem: broker.ca_pem,
             db: DbConfig {
@@ -42,10 +61,10 @@ impl WorkerArgs {
                 lock_wait_timeout: self.db_lock_wait_timeout.0,
                 max_lifetime: self.db_max_lifetime.0,
                 idle_timeout: self.db_idle_timeout.0,
-                time_zone,
+                time_zone: time_zone.unwrap_or(Tz::UTC),
                 ..DbConfig::new(database.url.clone())
             },
-            queues: self.queues.into_iter().map(|q| q.trim().to_owned()).collect(),
+            queues,
             next_poll_queue: self.next_poll_queue,
             concurrency: self.concurrency,
             eta_hold: self.eta_hold,
@@ -53,18 +72,23 @@ impl WorkerArgs {
             queue_type: self.queue_type,
             celerity_queue_type: self.celerity_queue_type.unwrap_or(self.queue_type),
             max_deliveries: self.max_deliveries.max(1),
-            hostname: self.hostname.unwrap_or_else(default_hostname),
+            hostname,
             http_addr: self.http_addr,
             log_format: self.log_format,
+            log_level,
             backoff: Backoff { base: self.retry_base.0, max: self.retry_max.0, max_retries: self.max_retries },
             shutdown_grace: self.shutdown_grace.0,
             broker_wait: self.broker.broker_wait.0,
             delete_after_days: self.delete_after_days,
             delete_batch: self.delete_batch,
+            daily_delete: !self.without_daily_delete,
+            time_zone_from_project: time_zone.is_none(),
+            queue_stats_interval: (!self.queue_stats_interval.0.is_zero()).then_some(self.queue_stats_interval.0),
+            broker_management_url: self.broker_management_url,
             sweep_interval: (!self.sweep_interval.0.is_zero()).then_some(self.sweep_interval.0),
             events: !self.without_events,
             sweep,
-            python: self.plugins.python_settings()?,
+            python,
             example_plugin: self.plugins.example_plugin,
             plugin_max_crashes: self.plugins.plugin_max_crashes.max(1),
             admin_token: admin_token(match &self.admin_token_file {
@@ -106,17 +130,25 @@ fn admin_token(token: Option<String>) -> Result<Option<AdminToken>, String> {
 }
 
 impl PluginFlags {
-    /// The Python hosts' settings, when `--python` names an interpreter.
-    pub fn python_settings(&self) -> Result<Option<PythonSettings>, String> {
-        let Some(interpreter) = &self.python else {
-            return Ok(None);
+    /// The Python hosts' settings, when `--python` names an interpreter or
+    /// `celerity` is installed in a Python environment
+    /// ([`sources::python_beside`]); hosts send no record below `log_level`.
+    pub fn python_settings(&self, log_level: LevelFilter) -> Result<Option<PythonSettings>, String> {
+        let beside = || std::env::current_exe().ok().and_then(|exe| sources::python_beside(&exe));
+        let (interpreter, interpreter_from) = match &self.python {
+            Some(python) => (python.clone(), "--python / CELERITY_PYTHON"),
+            None => match beside() {
+                Some(found) => found,
+                None => return Ok(None),
+            },
         };
         if self.python_workers == Some(0) {
             return Err("--python-workers must be at least 1".into());
         }
         let positive = |n: u64| (n > 0).then_some(n);
         Ok(Some(PythonSettings {
-            interpreter: interpreter.clone(),
+            interpreter,
+            interpreter_from,
             workers: self.python_workers.unwrap_or_else(default_python_workers),
             timeout: match self.plugin_timeout.0 {
                 std::time::Duration::ZERO => super::DEFAULT_STEP_LIMIT,
@@ -124,18 +156,14 @@ impl PluginFlags {
             },
             max_tasks: positive(self.python_max_tasks),
             max_memory_mib: positive(self.python_max_memory),
-            log_level: log_level(),
+            log_level,
         }))
     }
 }
 
-/// The most verbose level `RUST_LOG` lets through (default `info`), so
-/// plugin hosts send no record the worker would drop.
-fn log_level() -> tracing::level_filters::LevelFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .ok()
-        .and_then(|f| f.max_level_hint())
-        .unwrap_or(tracing::level_filters::LevelFilter::INFO)
+/// The most verbose level `RUST_LOG` lets through, when it is set.
+pub fn rust_log_level() -> Option<LevelFilter> {
+    tracing_subscriber::EnvFilter::try_from_default_env().ok().and_then(|f| f.max_level_hint())
 }
 
 impl BrokerFlags {
@@ -229,7 +257,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::flags::{Cli, Command};
+    use crate::config::flags::{Cli, Command, WorkerArgs};
 
     fn worker(args: &[&str]) -> Result<WorkerConfig, String> {
         let argv = ["celerity", "worker"].iter().chain(args);
@@ -261,7 +289,7 @@ mod tests {
             "--concurrency",
             "3",
             "--queues",
-            " plugin_schedule ,x",
+            " plugin_schedule ,plugin_callback",
             "--retry-base",
             "0.5",
             "--max-retries",
@@ -277,7 +305,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.concurrency, 3);
         assert_eq!(config.db.pool_size, 7);
-        assert_eq!(config.queues, ["plugin_schedule", "x"]);
+        assert_eq!(config.queues, ["plugin_schedule", "plugin_callback"]);
         assert_eq!(config.backoff.base, std::time::Duration::from_millis(500));
         assert_eq!(config.backoff.max_retries, 2);
         assert_eq!(config.sweep_interval, None, "0 turns the sweeper off");
@@ -290,7 +318,7 @@ mod tests {
     fn bad_values_are_one_line_without_the_password() {
         let err = |args: &[&str]| worker(args).unwrap_err();
         assert_eq!(err(&["--concurrency", "0"]), "--concurrency must be at least 1");
-        assert_eq!(err(&["--queues", "a,,b"]), "--queues has an empty queue name");
+        assert_eq!(err(&["--queues", "plugin_schedule,,plugin_callback"]), "--queues has an empty queue name");
         assert_eq!(err(&["--concurrency", "8", "--db-pool-size", "4"]), "--db-pool-size 4 is below --concurrency 8");
         assert_eq!(err(&["--sweep-batch", "0"]), "--sweep-batch must be at least 1");
         assert!(err(&["--db-time-zone", "Mars/Olympus"]).contains("is not an IANA zone name"));
@@ -307,6 +335,52 @@ mod tests {
         let list = err(&["--broker-url", "amqp://a//;http://u:hunter2@b/"]);
         assert!(list.contains("or several separated by ';'") && !list.contains("hunter2"), "{list}");
         assert_eq!(err(&["--broker-url", " ; "]), "--broker-url names no broker");
+    }
+
+    /// The plugin template's `schedule` command with `celery` changed to
+    /// `celerity`, in both of the orders the templates write it.
+    #[test]
+    fn the_templates_celery_command_line_runs_as_written() {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        for argv in [
+            "celerity -A blueapps.core.celery worker -P threads -n schedule_worker@%h -c 500 -Q plugin_schedule,plugin_callback,schedule_delete -l INFO",
+            "celerity worker -A blueapps.core.celery -P threads -n schedule_worker@%h -c 500 -Q plugin_schedule,plugin_callback,schedule_delete -l info",
+        ] {
+            let cli = Cli::parse_from_argv(argv.split_whitespace()).unwrap_or_else(|e| panic!("{argv}: {e}"));
+            let Command::Worker(args) = cli.command else { panic!("not the worker command") };
+            let config = WorkerArgs { app: cli.app, ..*args }.into_config().unwrap();
+            assert_eq!(config.concurrency, 500);
+            assert_eq!(config.queues, ["plugin_schedule", "plugin_callback", "schedule_delete"]);
+            assert_eq!(config.hostname, format!("schedule_worker@{host}"));
+            assert_eq!(config.db.pool_size, 504, "concurrency + 4; opened as needed");
+            let said = config.settings_from.join("\n");
+            assert!(said.contains("-A blueapps.core.celery has no effect"), "{said}");
+            assert!(said.contains("-P threads has no effect"), "{said}");
+        }
+        let quiet = worker(&["-l", "warning"]).unwrap();
+        assert!(quiet.log_level == LevelFilter::WARN || std::env::var_os("RUST_LOG").is_some());
+    }
+
+    #[test]
+    fn a_celery_flag_celerity_does_not_take_stops_start_up_naming_it() {
+        for (flag, named) in [
+            (&["-B"][..], "-B is a Celery flag"),
+            (&["--autoscale=10,3"][..], "--autoscale is a Celery flag"),
+            (&["--max-tasks-per-child", "50"][..], "--max-tasks-per-child is a Celery flag"),
+            (&["--without-gossip"][..], "--without-gossip is a Celery flag"),
+            (&["-E"][..], "-E is a Celery flag"),
+        ] {
+            let argv = ["celerity", "worker", "-c", "5"].into_iter().chain(flag.iter().copied());
+            let err = Cli::parse_from_argv(argv).unwrap_err().to_string();
+            assert!(err.contains(named), "{flag:?}: {err}");
+        }
+        let other = Cli::parse_from_argv(["celerity", "worker", "--no-such-flag"]).unwrap_err().to_string();
+        assert!(other.contains("unexpected argument '--no-such-flag'"), "{other}");
+        assert!(
+            worker(&["-Q", "plugin_schedule,celery"]).unwrap_err().contains("is not one of the framework's queues")
+        );
+        assert!(worker(&["-l", "verbose"]).unwrap_err().contains("--loglevel \"verbose\""));
+        assert!(worker(&["-n", "w@%x"]).unwrap_err().contains("%x is not one of"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Log output: text or JSON lines, level from `RUST_LOG` (default `info`).
+//! Log output: text or JSON lines, filtered by `RUST_LOG` when it is set,
+//! else at the worker's level (`--loglevel`, default `info`).
 //!
 //! One event is one line, whatever it carries: plugin log messages, host
 //! output and message fields come from plugins and producers, and a `\n` in
@@ -14,8 +15,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber once; later calls do nothing.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(format: LogFormat, level: tracing::level_filters::LevelFilter) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level.to_string()));
     // Colour only for a person at a terminal, never into log files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
