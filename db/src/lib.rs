@@ -8,6 +8,7 @@
 mod class;
 pub mod codes;
 mod config;
+pub mod daily;
 mod db;
 mod diagnose;
 mod error;

@@ -20,13 +20,13 @@ use crate::prepared::{Begin, Commit};
 /// Runs `f` in a transaction: committed when it returns `Ok`, rolled back
 /// when it returns an error (which is returned as it was). Not nestable, and
 /// not to be mixed with diesel's own `transaction` on the same call.
-pub(crate) fn transaction<T>(
+pub(crate) fn transaction<T, E: From<DbError>>(
     conn: &mut MysqlConnection,
-    f: impl FnOnce(&mut MysqlConnection) -> Result<T, DbError>,
-) -> Result<T, DbError> {
-    Begin.execute(conn)?;
+    f: impl FnOnce(&mut MysqlConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    Begin.execute(conn).map_err(DbError::from)?;
     let done = f(conn).and_then(|value| {
-        Commit.execute(conn)?;
+        Commit.execute(conn).map_err(DbError::from)?;
         Ok(value)
     });
     if done.is_err() {

@@ -64,11 +64,21 @@ ensure_rabbitmq() {
     fi
     local i
     for i in $(seq 1 60); do
-        rabbitmq_answers && return 0
+        rabbitmq_answers && break
         sleep 1
     done
-    log "RabbitMQ does not answer on 127.0.0.1:5672"
-    return 1
+    rabbitmq_answers || { log "RabbitMQ does not answer on 127.0.0.1:5672"; return 1; }
+    # The management API on 15672: the unacknowledged counts on /metrics come from it.
+    if ! curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview; then
+        log "enabling RabbitMQ's management API"
+        rabbitmq-plugins enable -q rabbitmq_management >/dev/null
+        for i in $(seq 1 60); do
+            curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview && return 0
+            sleep 1
+        done
+        log "RabbitMQ's management API does not answer on 127.0.0.1:15672"
+        return 1
+    fi
 }
 
 # The venv with real Celery, rebuilt only when the requirements change.

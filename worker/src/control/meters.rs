@@ -40,6 +40,11 @@ pub const DEAD_LETTERED: &str = "celerity_dead_lettered_total";
 /// Database errors seen by tasks, by class (`transient`, `environment`,
 /// `schedule`) and MySQL code (`none` when there is no number).
 pub const DB_ERRORS: &str = "celerity_db_errors_total";
+/// Messages in a consumed queue, by queue and state (`ready`; `unacked`
+/// when RabbitMQ's management API answers), every `--queue-stats-interval`.
+pub const QUEUE_MESSAGES: &str = "celerity_queue_messages";
+/// Consumers of a consumed queue (every worker's, Python ones too), by queue.
+pub const QUEUE_CONSUMERS: &str = "celerity_queue_consumers";
 /// 1 while the worker takes no deliveries because of an environment fault.
 pub const PAUSED: &str = "celerity_consumption_paused";
 

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod meters;
 pub mod pause;
 pub mod pidbox;
+pub mod queue_stats;
 
 /// Seconds since the UNIX epoch, as Celery's `time()` stamps events and expiries.
 pub fn unix_now() -> f64 {

@@ -46,7 +46,9 @@ pub fn register(config: &WorkerConfig) {
     }
     for queue in config.consumed_queues() {
         metrics::counter!(meters::CANCELLATIONS, "queue" => queue.clone()).absolute(0);
-        metrics::gauge!(meters::CONSUMING, "queue" => queue).set(0.0);
+        metrics::gauge!(meters::CONSUMING, "queue" => queue.clone()).set(0.0);
+        metrics::gauge!(meters::QUEUE_MESSAGES, "queue" => queue.clone(), "state" => "ready").set(0.0);
+        metrics::gauge!(meters::QUEUE_CONSUMERS, "queue" => queue).set(0.0);
     }
     for part in parts(&config.declared_queues()) {
         metrics::counter!(meters::QUEUE_UNAVAILABLE, "queue" => part.name()).absolute(0);
@@ -79,6 +81,14 @@ fn describe() {
         "Queues and parts of the topology the broker could not serve (a node down, no quorum), once per outage."
     );
     describe_gauge!(meters::CONSUMING, "1 while the worker consumes the queue.");
+    describe_gauge!(
+        meters::QUEUE_MESSAGES,
+        "Messages in a consumed queue, by state (ready, unacked), as the broker counts them."
+    );
+    describe_gauge!(
+        meters::QUEUE_CONSUMERS,
+        "Consumers of a consumed queue, every worker's, as the broker counts them."
+    );
     describe_counter!(meters::DEAD_LETTERED, "Messages moved to the dead-letter queue.");
     describe_counter!(meters::HOST_RESTARTS, "Python plugin hosts replaced, by cause.");
     describe_gauge!(meters::IN_FLIGHT, "Deliveries holding a concurrency slot now.");

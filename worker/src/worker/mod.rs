@@ -6,6 +6,7 @@
 //! update makes that harmless.
 
 mod consumers;
+pub mod daily;
 pub mod first_scrape;
 pub mod outage;
 mod session;
@@ -61,19 +62,24 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
 
 /// Runs a worker with the given Rust plugins, and those its configuration names.
 pub async fn run_with(
-    config: WorkerConfig,
+    mut config: WorkerConfig,
     mut registry: Registry,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     for setting in &config.settings_from {
         tracing::info!("{setting}");
     }
-    let db = Db::new(config.db.clone())?;
-    check_database(&db, &config).await?;
     if config.example_plugin {
         registry.register("1.0.0", Example);
     }
     let plugins = start_plugins(&config, registry).await?;
+    // The tables' zone is settled before anything reads a row.
+    if let Some(zone) = project_time_zone(&config, &plugins)? {
+        config.db.time_zone = zone;
+    }
+    tracing::info!(zone = %config.db.time_zone, "naive datetimes in the tables are read and written in this zone");
+    let db = Db::new(config.db.clone())?;
+    check_database(&db, &config).await?;
     // Before any metric is recorded: what comes earlier is lost. The timer
     // drains histogram samples whether or not anyone scrapes; it stops when
     // the worker returns.
@@ -158,6 +164,26 @@ async fn start_plugins(config: &WorkerConfig, registry: Registry) -> Result<Plug
         Some(pem) => plugins.posting_with(Callbacks::with_ca_pem(pem).map_err(WorkerError::Plugins)?),
         None => plugins,
     })
+}
+
+/// The project's zone for the tables' naive datetimes, when no
+/// `--db-time-zone` was given and its plugin hosts report one (Django's
+/// `TIME_ZONE` with `USE_TZ = False`): what the framework's own worker and
+/// producers write.
+fn project_time_zone(config: &WorkerConfig, plugins: &Plugins) -> Result<Option<celerity_db::Tz>, WorkerError> {
+    let reported = plugins.python().and_then(|pool| pool.ready().time_zone.clone());
+    match reported {
+        Some(zone) if config.time_zone_from_project => {
+            let tz = zone.parse().map_err(|_| {
+                WorkerError::Plugins(format!(
+                    "the project's Django TIME_ZONE {zone:?} is not an IANA zone name; give --db-time-zone"
+                ))
+            })?;
+            tracing::info!(%zone, "database time zone from the project's Django settings (TIME_ZONE, USE_TZ)");
+            Ok(Some(tz))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A database that is down at start-up is a transient condition: polls

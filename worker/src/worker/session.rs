@@ -1,6 +1,7 @@
 //! One session with the broker: declare the topology and start the
 //! consumers ([`super::subscriptions`], which waits out what the broker
-//! cannot serve yet), the events, the mailbox and the sweeper, hand each
+//! cannot serve yet), the events, the mailbox, the sweeper and the daily
+//! delete, hand each
 //! delivery to [`crate::delivery::handle`], cancel and restart the consumers
 //! as the worker pauses and resumes, and stop it all on shutdown or when the
 //! connection breaks.
@@ -16,13 +17,13 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::subscriptions::{Stop, Subscriptions};
-use super::{WorkerError, sweeper};
+use super::{WorkerError, daily, sweeper};
 use crate::broker::{BrokerError, Patient, Publisher};
 use crate::config::WorkerConfig;
 use crate::control::endpoint::Health;
 use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
-use crate::control::pidbox;
+use crate::control::{pidbox, queue_stats};
 use crate::delivery;
 use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
@@ -97,6 +98,10 @@ pub(super) async fn session<F: Future<Output = ()>>(
         let (db, publisher, sender, settings) = (db.clone(), publisher.clone(), sender.clone(), config.sweep);
         tokio::spawn(async move { sweeper::periodically(&db, &publisher, &sender, settings, every).await })
     });
+    let daily = config.daily_delete.then(|| {
+        let (db, publisher, sender) = (db.clone(), publisher.clone(), sender.clone());
+        tokio::spawn(async move { daily::periodically(&db, &publisher, &sender).await })
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         store: db.clone(),
@@ -113,6 +118,15 @@ pub(super) async fn session<F: Future<Output = ()>>(
     // What the broker could not serve is tried again beside the deliveries,
     // so a queue that does not answer never holds up the others.
     let mut keeping = Box::pin(subscriptions.keep(conn, &pause));
+    // The queues' counts for /metrics, on this session's connection.
+    let mut counting: Pin<Box<dyn Future<Output = ()> + Send + '_>> = match config.queue_stats_interval {
+        Some(every) => {
+            let management =
+                queue_stats::Management::for_broker(&config.broker_url, config.broker_management_url.as_deref());
+            Box::pin(queue_stats::periodically(conn, management, config.consumed_queues(), every))
+        }
+        None => Box::pin(std::future::pending()),
+    };
     let end = loop {
         tokio::select! {
             _ = shutdown.as_mut() => {
@@ -126,6 +140,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
                 // The consumers hold a sender: the channel never closes while they run.
                 None => break SessionEnd::Lost("the delivery feed closed".into()),
             },
+            () = &mut counting => {}
             stop = &mut keeping => match stop {
                 Stop::Lost(reason) => break SessionEnd::Lost(reason),
                 Stop::Never(e) => {
@@ -141,9 +156,10 @@ pub(super) async fn session<F: Future<Output = ()>>(
         }
     };
     drop(keeping);
+    drop(counting);
     let _ = stop_tx.send(true);
     drop(rx);
-    for task in [sweeping, mailbox, heartbeat].into_iter().flatten() {
+    for task in [sweeping, daily, mailbox, heartbeat].into_iter().flatten() {
         task.abort();
     }
     match end {

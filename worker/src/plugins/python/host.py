@@ -191,7 +191,22 @@ def describe(plugins):
         "framework": framework_version,
         "pydantic": pydantic_version,
         "protocol": PROTOCOL_VERSION,
+        "time_zone": naive_time_zone(),
     }
+
+
+def naive_time_zone():
+    """The zone of the naive datetimes Django writes to the tables: its
+    TIME_ZONE when USE_TZ is off, UTC when it is on; None without Django
+    settings."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None
+    try:
+        from django.conf import settings
+
+        return "UTC" if settings.USE_TZ else str(settings.TIME_ZONE or "UTC")
+    except Exception:
+        return None
 
 
 def _poll_interval(value):

@@ -84,6 +84,10 @@ pub struct Ready {
     pub pydantic: String,
     /// The host's protocol version.
     pub protocol: u32,
+    /// The zone of the naive datetimes the project's Django writes (its
+    /// `TIME_ZONE` when `USE_TZ` is off, else UTC); none without Django settings.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// One plugin version of the project.
