@@ -72,9 +72,15 @@ impl Project {
 
     /// [`Project::new`] on the server at `base` (a cluster's proxy, say).
     pub fn on(python: &Path, base: &str) -> Project {
+        Project::migrated_by(python, base, Command::new(celerity_bin()))
+    }
+
+    /// [`Project::on`], with Celerity's tables made by `celerity`
+    /// (`migrate` and the runtime's settings are added to it).
+    pub fn migrated_by(python: &Path, base: &str, mut celerity: Command) -> Project {
         let project = Project { db: TestDatabase::create_on(base), vhost: Vhost::create(), python: python.to_owned() };
         project.run(&["migrate"]);
-        let out = Command::new(celerity_bin()).args(["migrate", "--database-url", &project.db.url()]).output().unwrap();
+        let out = celerity.arg("migrate").envs(project.env()).output().unwrap();
         assert!(out.status.success(), "celerity migrate: {}", String::from_utf8_lossy(&out.stderr));
         project
     }
