@@ -82,7 +82,7 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     let tdb = TestDatabase::create();
     let db = Db::new(DbConfig::new(tdb.url())).unwrap();
     let ran = db.blocking(migrate::run).unwrap();
-    assert_eq!(ran.len(), 4, "{ran:?}");
+    assert_eq!(ran.len(), 5, "{ran:?}");
     assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
     let mut conn = tdb.connect();
     assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
@@ -93,6 +93,7 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
         "celerity_pause",
         "celerity_parked",
         "celerity_action",
+        "celerity_daily",
     ] {
         assert!(show_create(&mut conn, table).contains(table));
     }

@@ -260,21 +260,29 @@ async fn stop_mid_poll_ends_fail_and_the_running_poll_changes_nothing() {
     let running = &ids("s", 1)[0];
     let data = r#"{"inputs": {"seconds": 4}, "context": {"storage": {}, "outputs": {}, "data": {}}, "outputs": {}}"#;
     start_schedules(&vhost, &tdb, std::slice::from_ref(running), "slow-1.0.0", data).await;
-    // Let the step start, then stop the schedule under it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the step runs (the poll holds its slot), stop the schedule under it;
+    // a fixed pause was too short for a worker starting on a loaded machine.
+    let series = |name: &str| metric_sample(&celerity::control::meters::render(), name);
+    let start = std::time::Instant::now();
+    while series("celerity_polls_in_flight") != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the slow step never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (code, out, err) = celerity(&tdb, &vhost, &["stop", running, "--reason", "runaway plugin"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("{running}  stopped: POLL -> FAIL")), "{out}");
     // The step ends and its update finds the schedule final: nothing changes.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stale_series = r#"celerity_tasks_total{task="schedule",outcome="stale"}"#;
+    let start = std::time::Instant::now();
+    while series(stale_series) != Some(1.0) && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let r = &rows(&tdb)[running];
     assert_eq!((r.state, r.invoke_count, r.finished), (5, 1, true));
     assert_eq!(r.err, "stopped by operator: runaway plugin");
     assert!(!r.data.contains("slept"), "the running poll wrote nothing: {}", r.data);
     // It did run: its update was the one that found the schedule moved on.
-    let metrics = celerity::control::meters::render();
-    let stale = metric_sample(&metrics, r#"celerity_tasks_total{task="schedule",outcome="stale"}"#);
-    assert_eq!(stale, Some(1.0), "the poll under the stop ran to its end and changed nothing");
+    assert_eq!(series(stale_series), Some(1.0), "the poll under the stop ran to its end and changed nothing");
     let db = handle(&tdb);
     assert!(attempts(&db, running).is_empty());
     let s = status_json(&tdb, running);
