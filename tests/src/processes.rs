@@ -1,0 +1,94 @@
+//! Child processes killed when a test ends, their JSON log lines, ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped, with its output in a log file.
+pub struct ChildGuard {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Starts `cmd` with stdout and stderr going to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> ChildGuard {
+        let file = std::fs::File::create(&log).expect("create log file");
+        let child = cmd
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        ChildGuard { child, log }
+    }
+
+    /// What the child has printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("child status").is_none()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `file` holds at least `n` JSON lines, or panics after `timeout`
+/// with `context` (e.g. the other process's log).
+pub async fn wait_for_json_lines(
+    file: &Path,
+    n: usize,
+    timeout: Duration,
+    context: impl Fn() -> String,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "only {} of {n} lines in {} after {timeout:?}; log:\n{}",
+            lines.len(),
+            file.display(),
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// `BIN worker --example-plugin --broker-url BROKER --database-url DATABASE`,
+/// for more flags to follow.
+pub fn example_worker(bin: PathBuf, broker: &str, database: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["worker", "--example-plugin", "--broker-url", broker, "--database-url", database]);
+    cmd
+}
+
+/// A local address with a port free right now, for a server a test starts.
+pub fn free_local_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port")
+}
