@@ -10,7 +10,6 @@
 //! `CELERITY_TEST_INSTALL_ROOTS` (`release=path,...`); without it this test
 //! fails with instructions, it is never skipped.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -73,14 +72,11 @@ fn id(name: &str) -> String {
     format!("{name:0<32}")
 }
 
-/// The worker's /metrics on its default address.
+/// The worker's /metrics on its default address (empty until it serves).
 fn scrape() -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect("127.0.0.1:9540") else { return String::new() };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body
+    celerity_tests::http_get("127.0.0.1:9540".parse().expect("address"), "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
 }
 
 async fn runs_the_projects_schedules(release: &str, root: &Path) {

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use broker_proto::topology;
+use celerity_db::Db;
 use celerity_db::daily::{self, NotSent};
-use celerity_db::{Db, DbError};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::broker::{BrokerError, Publish};
@@ -56,13 +56,9 @@ pub async fn check<P: Publish + Clone + Send + Sync + 'static>(
     match sent {
         Ok(Ok(true)) => Ok(Daily::Sent(day)),
         Ok(Ok(false)) => Ok(Daily::AlreadySent(day)),
-        Ok(Err(NotSent::Db(e))) | Err(e) => Err(db_error(e)),
+        Ok(Err(NotSent::Db(e))) | Err(e) => Err(format!("database: {e}")),
         Ok(Err(NotSent::Send(e))) => Err(format!("the broker did not take the message: {e}")),
     }
-}
-
-fn db_error(e: DbError) -> String {
-    format!("database: {e}")
 }
 
 /// How long to wait after `now` before the next check: until the next UTC
