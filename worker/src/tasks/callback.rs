@@ -4,6 +4,7 @@ use broker_proto::{header, topology};
 use celerity_db::{DbError, State};
 
 use super::headers::{LOCK_HELD_HEADER, holds_lock, pending_fail};
+use super::stop::Stop;
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
 use crate::plugins::Callback;
@@ -24,38 +25,47 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// holds it), polls the schedule with the callback if it is in CALLBACK,
     /// and releases the lock.
     pub async fn callback(&self, args: &CallbackArgs) -> Result<Handled, BrokerError> {
-        let (ctx, trace_id) = (self.ctx, args.trace_id.as_str());
+        let trace_id = args.trace_id.as_str();
         if let Some(err) = pending_fail(self.msg) {
             return self.fail_schedule(trace_id, err).await;
         }
-        if !holds_lock(self.msg) {
-            match ctx.store.try_lock(trace_id).await {
-                Ok(true) => {}
-                Ok(false) => return self.requeue_later(args).await,
-                Err(e) => return self.on_db_error(Some(trace_id), e).await,
-            }
+        if !holds_lock(self.msg)
+            && let Err(stop) = self.take_lock(args).await
+        {
+            return self.finish(trace_id, false, Err(stop)).await;
         }
         // From here the lock is ours: a retry must say so, or it would wait for itself.
         let mut held = self.msg.clone();
         held.extra_headers.insert(LOCK_HELD_HEADER.into(), header::text("1"));
         let task = self.with_message(&held);
-        let row = match ctx.store.load(trace_id).await {
-            Ok(row) => row,
-            Err(DbError::NotFound(_)) => return Ok(Handled::NoSuchSchedule),
-            Err(e) => return task.on_db_error(Some(trace_id), e).await,
+        let steps = task.poll_with_callback(args).await;
+        task.finish(trace_id, true, steps).await
+    }
+
+    /// Takes the `scheduling` lock, or stops having sent the callback again
+    /// for later.
+    async fn take_lock(&self, args: &CallbackArgs) -> Result<(), Stop> {
+        if self.ctx.store.try_lock(&args.trace_id).await? {
+            return Ok(());
+        }
+        Err(Stop::Done(self.requeue_later(args).await?))
+    }
+
+    /// With the lock held: polls the schedule with the callback's data if it
+    /// waits for a callback.
+    async fn poll_with_callback(&self, args: &CallbackArgs) -> Result<Handled, Stop> {
+        let trace_id = args.trace_id.as_str();
+        let row = match self.ctx.store.load(trace_id).await {
+            Err(DbError::NotFound(_)) => return Err(Stop::Done(Handled::NoSuchSchedule)),
+            loaded => loaded?,
         };
         if row.state != State::Callback.code() {
             tracing::warn!(state = row.state, "schedule is not waiting for a callback");
-            return match ctx.store.unlock(trace_id).await {
-                Ok(()) => Ok(Handled::NotInCallback),
-                Err(e) => task.on_db_error(Some(trace_id), e).await,
-            };
+            return Err(Stop::Release(Handled::NotInCallback));
         }
-        let data: serde_json::Value = match serde_json::from_str(&args.callback_data) {
-            Ok(data) => data,
-            Err(e) => return task.fail_schedule(trace_id, format!("callback data is not JSON: {e}")).await,
-        };
-        task.poll(trace_id, Some(Callback { id: args.callback_id.clone(), data })).await
+        let data: serde_json::Value = serde_json::from_str(&args.callback_data)
+            .map_err(|e| Stop::Fail(format!("callback data is not JSON: {e}")))?;
+        self.poll(trace_id, Some(Callback { id: args.callback_id.clone(), data })).await
     }
 
     /// Another worker holds the lock: send the callback again in 1–5 s, as a new

@@ -20,7 +20,7 @@ pub mod headers;
 pub mod messages;
 pub mod parking;
 pub mod poll;
-pub mod schedule;
+pub mod stop;
 pub mod store;
 
 #[cfg(test)]

@@ -1,93 +1,137 @@
-//! One poll of a schedule, with its I/O: load the row, recognise a stale or
-//! duplicate message, run the plugin, apply the guarded update with its
-//! attempt-log row, publish the next poll, POST the plugin callback; or
-//! park the message when an operator paused the schedule. The
-//! decisions themselves are [`super::decide`]'s.
+//! The `schedule` task (`bk_plugin_framework.runtime.schedule.celery.tasks.schedule(trace_id)`):
+//! one poll of a schedule, as its steps. Load the row; check that the
+//! message is not stale or a duplicate; park it when an operator paused the
+//! schedule; step the plugin; apply the guarded update with its attempt-log
+//! row; publish the next poll and POST the plugin callback. Each step stops
+//! early with a [`Stop`], settled in [`Task::finish`]. The decisions
+//! themselves are [`super::decide`]'s.
 
 use celerity_db::repo::ForPoll;
-use celerity_db::{Attempt, DbError, State};
+use celerity_db::{Attempt, DbError, ScheduleRow, State};
 use chrono::NaiveDateTime;
 
 use broker_proto::AMQPValue;
 
 use super::decide::{Decision, Prepared, conclude, fail_unrun, prepare};
-use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths};
+use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths, pending_fail};
+use super::stop::{RetryCause, Stop};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
 use crate::plugins::{Callback, Local, StepError, StepResult};
 
+/// One poll in progress: what its steps share.
+struct Polling<'t> {
+    trace_id: &'t str,
+    /// With a callback, this message holds the `scheduling` lock.
+    holds_lock: bool,
+    /// When the poll started, for its attempt-log row.
+    started: NaiveDateTime,
+}
+
 impl<S: Store, P: Publish> Task<'_, S, P> {
-    /// Runs one poll of `trace_id`: load, plugin, guarded update, next poll.
-    /// With a callback, this message holds the `scheduling` lock, which every
-    /// way out releases.
-    pub async fn poll(&self, trace_id: &str, callback: Option<Callback>) -> Result<Handled, BrokerError> {
-        let ctx = self.ctx;
-        let holds_lock = callback.is_some();
-        let started = ctx.store.now();
-        let ForPoll { row, retrying, paused } = match ctx.store.load_for_poll(trace_id).await {
-            Ok(loaded) => loaded,
-            Err(DbError::NotFound(_)) => {
-                tracing::warn!("no schedule with this trace id; nothing to do");
-                return Ok(Handled::NoSuchSchedule);
-            }
-            Err(e) => return self.on_db_error(Some(trace_id), e).await,
+    /// Polls the schedule once (or writes its pending FAIL).
+    pub async fn schedule(&self, trace_id: &str) -> Result<Handled, BrokerError> {
+        let steps = match pending_fail(self.msg) {
+            Some(err) => Err(Stop::Fail(err)),
+            None => self.poll(trace_id, None).await,
         };
-        if let Some(expected) = match expected_invoke_count(self.msg) {
-            Some(expected) => Some(expected),
-            None if !holds_lock && row.state == State::Poll.code() && row.invoke_count > 1 => {
-                match self.headerless_expectation(trace_id, row.invoke_count).await {
-                    Ok(expected) => expected,
-                    Err(e) => return self.on_db_error(Some(trace_id), e).await,
-                }
-            }
-            None => None,
-        } && i64::from(row.invoke_count) != expected
-        {
-            if i64::from(row.invoke_count) == expected + 1 && row.state == State::Poll.code() {
-                match self.own_landed_poll(trace_id, row.invoke_count).await {
-                    Ok(Some(landed)) => return self.republish_next_poll(trace_id, row.invoke_count, &landed).await,
-                    Ok(None) => {}
-                    Err(e) => return self.on_db_error(Some(trace_id), e).await,
-                }
-            }
-            tracing::info!(expected, found = row.invoke_count, "stale or duplicate poll message; dropped");
-            return self.release(trace_id, holds_lock, Handled::Stale).await;
-        }
+        self.finish(trace_id, false, steps).await
+    }
+
+    /// The steps of one poll of `trace_id`: load, check, park, step, apply,
+    /// publish. With a callback, this message holds the `scheduling` lock,
+    /// which every early end releases ([`Stop::Release`]).
+    pub(super) async fn poll(&self, trace_id: &str, callback: Option<Callback>) -> Result<Handled, Stop> {
+        let poll = Polling { trace_id, holds_lock: callback.is_some(), started: self.ctx.store.now() };
+        let ForPoll { row, retrying, paused } = self.load(&poll).await?;
+        self.check(&poll, &row).await?;
         // A poll already running when a pause lands completes; one that
         // starts after it is parked, whatever else it would do.
-        if paused && !row.state().is_ok_and(State::is_final) {
-            match self.park(trace_id).await {
-                Ok(true) => return self.release(trace_id, holds_lock, Handled::Parked).await,
-                Ok(false) => {}
-                Err(e) => return self.on_db_error(Some(trace_id), e).await,
-            }
+        if paused && !row.state().is_ok_and(State::is_final) && self.park(trace_id).await? {
+            return Err(Stop::Release(Handled::Parked));
         }
+        let pending = self.step(&row, callback).await?;
+        let decision = self.apply(&poll, row, pending, retrying).await?;
+        self.publish(&poll, decision).await
+    }
+
+    /// Load: the row, whether it is being retried, whether it is paused.
+    async fn load(&self, poll: &Polling<'_>) -> Result<ForPoll, Stop> {
+        match self.ctx.store.load_for_poll(poll.trace_id).await {
+            Err(DbError::NotFound(_)) => {
+                tracing::warn!("no schedule with this trace id; nothing to do");
+                Err(Stop::Done(Handled::NoSuchSchedule))
+            }
+            loaded => Ok(loaded?),
+        }
+    }
+
+    /// Check: a message that expects another invoke_count than the row's is
+    /// stale or a duplicate, unless it is its own earlier try that landed.
+    async fn check(&self, poll: &Polling<'_>, row: &ScheduleRow) -> Result<(), Stop> {
+        let in_poll = row.state == State::Poll.code();
+        let expected = match expected_invoke_count(self.msg) {
+            Some(expected) => expected,
+            None if !poll.holds_lock && in_poll && row.invoke_count > 1 => {
+                match self.headerless_expectation(poll.trace_id, row.invoke_count).await? {
+                    Some(expected) => expected,
+                    None => return Ok(()),
+                }
+            }
+            None => return Ok(()),
+        };
+        let found = i64::from(row.invoke_count);
+        if found == expected {
+            return Ok(());
+        }
+        if found == expected + 1 && in_poll {
+            self.unless_own_landed(poll.trace_id, row.invoke_count).await?;
+        }
+        tracing::info!(expected, found, "stale or duplicate poll message; dropped");
+        Err(Stop::Release(Handled::Stale))
+    }
+
+    /// Step: the plugin's step, or the decision made without one. A Rust
+    /// plugin's step runs later, on the thread of the update after it.
+    async fn step(&self, row: &ScheduleRow, callback: Option<Callback>) -> Result<Pending, Stop> {
+        let ctx = self.ctx;
         let now = ctx.store.now();
-        let pending = match prepare(&row, callback, now) {
+        let input = match prepare(row, callback, now) {
             Prepared::AlreadyFinal => {
                 tracing::info!("schedule already final; nothing to do");
-                return self.release(trace_id, holds_lock, Handled::AlreadyFinal).await;
+                return Err(Stop::Release(Handled::AlreadyFinal));
             }
-            Prepared::Decided(decision) => Pending::Decided(decision),
-            // A Rust plugin's step runs on the thread of the update after it.
-            Prepared::Step(input) => match ctx.plugins.local(input) {
-                Local::Step(step) => Pending::Step(Box::new(step)),
-                Local::Elsewhere(input) => match ctx.plugins.step(input).await {
-                    Ok(step) => Pending::Decided(conclude(&row, step, ctx.store.now())),
-                    Err(StepError::TimedOut(limit)) => Pending::Decided(fail_unrun(
-                        &row,
-                        format!("plugin schedule timed out after {} s", limit.as_secs_f64()),
-                        now,
-                    )),
-                    Err(e @ StepError::Unreadable(_)) => Pending::Decided(fail_unrun(&row, e.to_string(), now)),
-                    Err(StepError::HostDied(status)) => return self.after_host_death(trace_id, status).await,
-                    Err(e @ StepError::NoHost(_)) => {
-                        return self.retry_later(Some(trace_id), "plugin host", e.to_string()).await;
-                    }
-                },
-            },
+            Prepared::Decided(decision) => return Ok(Pending::Decided(decision)),
+            Prepared::Step(input) => input,
         };
+        let input = match ctx.plugins.local(input) {
+            Local::Step(step) => return Ok(Pending::Step(Box::new(step))),
+            Local::Elsewhere(input) => input,
+        };
+        let decision = match ctx.plugins.step(input).await {
+            Ok(step) => conclude(row, step, ctx.store.now()),
+            Err(StepError::TimedOut(limit)) => {
+                fail_unrun(row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)
+            }
+            Err(e @ StepError::Unreadable(_)) => fail_unrun(row, e.to_string(), now),
+            Err(StepError::HostDied(status)) => return Err(Stop::HostDied(status)),
+            Err(e @ StepError::NoHost(_)) => return Err(Stop::Retry(RetryCause::PluginHost, e.to_string())),
+        };
+        Ok(Pending::Decided(decision))
+    }
+
+    /// Apply: the guarded update and its attempt-log row, in one
+    /// transaction. An update that finds the row moved on was overtaken.
+    async fn apply(
+        &self,
+        poll: &Polling<'_>,
+        row: ScheduleRow,
+        pending: Pending,
+        retrying: bool,
+    ) -> Result<Decision, Stop> {
+        let ctx = self.ctx;
         let (hostname, task_id) = (ctx.config.hostname.clone(), self.msg.id.clone());
+        let (holds_lock, started) = (poll.holds_lock, poll.started);
         let decide = move |now: &dyn Fn() -> NaiveDateTime| {
             let mut decision = match pending {
                 Pending::Decided(decision) => decision,
@@ -97,28 +141,27 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             let attempt = attempt_of(&decision, started, now(), hostname, task_id);
             (decision, attempt)
         };
-        let decision = match ctx.store.apply_poll(decide, retrying).await {
-            Ok((decision, true)) => decision,
-            Ok((decision, false)) => {
-                // The row moved on while this poll ran. If it was this message's
-                // own earlier try, whose commit landed late (a frozen server),
-                // nobody published the next poll yet.
-                if decision.next_poll.is_some() {
-                    let invoke_count = decision.result.invoke_count;
-                    match self.own_landed_poll(trace_id, invoke_count).await {
-                        Ok(Some(landed)) => return self.republish_next_poll(trace_id, invoke_count, &landed).await,
-                        Ok(None) => {}
-                        Err(e) => return self.on_db_error(Some(trace_id), e).await,
-                    }
-                }
-                tracing::info!("another delivery polled this schedule first; dropped");
-                return self.release(trace_id, holds_lock, Handled::Stale).await;
-            }
-            Err(e) => return self.on_db_error(Some(trace_id), e).await,
-        };
+        let (decision, applied) = ctx.store.apply_poll(decide, retrying).await?;
+        if applied {
+            return Ok(decision);
+        }
+        // The row moved on while this poll ran. If it was this message's own
+        // earlier try, whose commit landed late (a frozen server), nobody
+        // published the next poll yet.
+        if decision.next_poll.is_some() {
+            self.unless_own_landed(poll.trace_id, decision.result.invoke_count).await?;
+        }
+        tracing::info!("another delivery polled this schedule first; dropped");
+        Err(Stop::Release(Handled::Stale))
+    }
+
+    /// Publish: the next poll, confirmed; then the plugin callback's POST,
+    /// whose failure is logged, not retried by the task.
+    async fn publish(&self, poll: &Polling<'_>, decision: Decision) -> Result<Handled, Stop> {
+        let ctx = self.ctx;
         tracing::info!(state = decision.result.state.name(), invoke_count = decision.result.invoke_count, "polled");
         if let Some(countdown) = decision.next_poll {
-            let next = ctx.sender.schedule(trace_id, decision.result.invoke_count, countdown);
+            let next = ctx.sender.schedule(poll.trace_id, decision.result.invoke_count, countdown);
             ctx.publisher.publish_task_to_queue(&ctx.config.next_poll_queue, &next).await?;
         }
         if let Some(info) = decision.plugin_callback {
@@ -142,26 +185,34 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         Ok(landed.map(|_| i64::from(invoke_count) - 1))
     }
 
-    /// The landed poll that made `invoke_count`, if it was this very message's
-    /// earlier try (same task id) and the schedule still waits in POLL at that
-    /// count: the message is a redelivery (a worker died) or a retry (the
-    /// commit's answer was lost), and the next poll may never have been
-    /// published. A fresh duplicate is not its own earlier try.
-    async fn own_landed_poll(&self, trace_id: &str, invoke_count: i32) -> Result<Option<Attempt>, DbError> {
+    /// Stops with [`Stop::Landed`] when the poll that made `invoke_count`
+    /// was this very message's earlier try (same task id) and the schedule
+    /// still waits in POLL at that count: the message is a redelivery (a
+    /// worker died) or a retry (the commit's answer was lost), and the next
+    /// poll may never have been published. A fresh duplicate is not its own
+    /// earlier try.
+    async fn unless_own_landed(&self, trace_id: &str, invoke_count: i32) -> Result<(), Stop> {
         if !self.origin.redelivered && self.msg.retries == 0 {
-            return Ok(None);
+            return Ok(());
         }
         let (row, landed) = self.ctx.store.load_with_attempt(trace_id, invoke_count).await?;
         let still_waiting = row.state == State::Poll.code() && row.invoke_count == invoke_count;
-        Ok(landed.filter(|a| {
-            still_waiting && a.outcome == State::Poll.name() && a.task_id.as_deref() == Some(self.msg.id.as_str())
-        }))
+        match landed {
+            Some(a)
+                if still_waiting
+                    && a.outcome == State::Poll.name()
+                    && a.task_id.as_deref() == Some(self.msg.id.as_str()) =>
+            {
+                Err(Stop::Landed(invoke_count, a))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Publishes again the next poll of a poll that landed, due when the attempt
     /// log says it was. If the first publish did happen, the two copies expect the
     /// same invoke_count: one polls, the other is dropped as stale.
-    async fn republish_next_poll(
+    pub(super) async fn republish_next_poll(
         &self,
         trace_id: &str,
         invoke_count: i32,
@@ -180,7 +231,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// land: the message goes again, counting the death, until it has killed
     /// `--plugin-max-crashes` hosts; then the schedule fails saying how the
     /// last one died. A callback's copy keeps the lock it holds.
-    async fn after_host_death(&self, trace_id: &str, status: String) -> Result<Handled, BrokerError> {
+    pub(super) async fn after_host_death(&self, trace_id: &str, status: String) -> Result<Handled, BrokerError> {
         let ctx = self.ctx;
         let deaths = host_deaths(self.msg).saturating_add(1);
         if deaths >= ctx.config.plugin_max_crashes {
@@ -192,17 +243,6 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         ctx.publisher.publish_task_to_queue(&self.origin.queue, &again).await?;
         tracing::warn!(deaths, %status, "the plugin host died during the step; the message goes again");
         Ok(Handled::HostDied)
-    }
-
-    /// Releases the callback lock when this poll held it, then reports `done`.
-    async fn release(&self, trace_id: &str, holds_lock: bool, done: Handled) -> Result<Handled, BrokerError> {
-        if !holds_lock {
-            return Ok(done);
-        }
-        match self.ctx.store.unlock(trace_id).await {
-            Ok(()) => Ok(done),
-            Err(e) => self.on_db_error(Some(trace_id), e).await,
-        }
     }
 }
 

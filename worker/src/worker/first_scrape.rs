@@ -13,14 +13,13 @@ use celerity_db::{Db, ErrorClass, Status};
 use crate::broker::connect::{node_name, nodes};
 use crate::broker::topology::parts;
 use crate::config::WorkerConfig;
-use crate::control::meters;
 use crate::delivery::job::Job;
+use crate::meters;
 use crate::tasks::Handled;
+use crate::tasks::stop::RetryCause;
 
 /// Python host replacement causes (`celerity_python_host_restarts_total`).
 const HOST_CAUSES: [&str; 5] = ["died", "timeout", "protocol", "max_tasks", "max_memory"];
-/// What a retry was for (`celerity_retries_total`).
-const RETRY_CLASSES: [&str; 2] = ["transient", "plugin host"];
 
 /// Registers every family at zero and describes it.
 pub fn register(config: &WorkerConfig) {
@@ -35,8 +34,8 @@ pub fn register(config: &WorkerConfig) {
         let _ = metrics::histogram!(meters::POLL_SECONDS, "task" => task);
     }
     let _ = metrics::histogram!(meters::ETA_LATENESS);
-    for class in RETRY_CLASSES {
-        metrics::counter!(meters::RETRIES, "class" => class).absolute(0);
+    for cause in RetryCause::ALL {
+        metrics::counter!(meters::RETRIES, "class" => cause.text().label).absolute(0);
     }
     for class in [ErrorClass::Transient, ErrorClass::Environment, ErrorClass::ScheduleFatal] {
         metrics::counter!(meters::DB_ERRORS, "class" => class.as_str(), "code" => "none").absolute(0);
