@@ -184,7 +184,7 @@ async fn poison_messages_are_dead_lettered_after_max_deliveries() {
         if queue_type == QueueType::Classic {
             // Earlier copies were delivered 4 times (Celerity's own counter).
             m.extra_headers
-                .insert(celerity::tasks::headers::DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(4));
+                .insert(celerity::delivery::poison::DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(4));
         }
         publish_task(&ch, "", queue, &m).await;
         // A consumer that dies on it: taken and handed back, again and again.

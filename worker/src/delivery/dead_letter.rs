@@ -5,7 +5,7 @@ use broker_proto::header;
 use lapin::message::Delivery;
 
 use crate::broker::{BrokerError, DEAD_LETTER_QUEUE, Publish};
-use crate::control::meters;
+use crate::meters;
 use crate::tasks::Handled;
 
 /// Header with why the message was dead-lettered.

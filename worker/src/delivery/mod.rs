@@ -1,10 +1,13 @@
-//! Where a delivery enters and how it ends: [`handle`] decides how it is
-//! handled ([`dispatch`]: poison check, decode, route, eta, task) and then
-//! settles it ([`settle`]), the one place a delivery is acked or handed back.
+//! Where a delivery enters and how it ends. A [`Handler`] holds what the
+//! deliveries of one consumer session share; each delivery becomes an
+//! [`Incoming`], whose methods are the stages: poison check, decode, route,
+//! wait for the eta, run ([`incoming`]), and settle ([`settle`]), the one
+//! place a delivery is acked or handed back.
 
 pub mod dead_letter;
 pub mod decoding;
-pub mod dispatch;
+pub mod handler;
+pub mod incoming;
 pub mod job;
 pub mod poison;
 pub mod settle;
@@ -13,23 +16,6 @@ pub mod tracking;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-
-use lapin::Channel;
-use lapin::message::Delivery;
-use tokio::sync::{Semaphore, watch};
-
-use crate::tasks::Ctx;
-
-/// Handles one delivery of a running worker, from decoding to settlement
-/// on `channel`, the channel it came on.
-pub async fn handle(
-    ctx: Arc<Ctx>,
-    channel: Channel,
-    delivery: Delivery,
-    permits: Arc<Semaphore>,
-    stopping: watch::Receiver<bool>,
-) {
-    let handled = dispatch::dispatch(&ctx, &delivery, &permits, stopping).await;
-    settle::settle(&channel, &delivery, handled).await;
-}
+pub use self::handler::Handler;
+pub use self::incoming::Incoming;
+pub use self::settle::Settle;

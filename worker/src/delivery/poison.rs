@@ -8,12 +8,17 @@
 //! ([`DELIVERIES_HEADER`]), confirmed, and acks the old copy; only
 //! redeliveries pay for that.
 
-use broker_proto::{AMQPValue, header};
+use broker_proto::{AMQPValue, TaskMessage, header};
 use lapin::message::Delivery;
 
 use crate::broker::{BrokerError, Publish};
-use crate::tasks::headers::{DELIVERIES_HEADER, QUORUM_COUNT_HEADER};
+use crate::tasks::headers::without;
 use crate::tasks::{Handled, Origin};
+
+/// Celerity's delivery counter on classic queues: deliveries of earlier copies.
+pub const DELIVERIES_HEADER: &str = "x-celerity-deliveries";
+/// The broker's delivery counter on quorum queues (previous deliveries).
+pub const QUORUM_COUNT_HEADER: &str = "x-delivery-count";
 
 /// What to do with a delivery before decoding it.
 #[derive(Debug)]
@@ -62,4 +67,11 @@ pub async fn check(
     publisher.publish_to_queue(&origin.queue, None, &delivery.data, props).await?;
     tracing::warn!(deliveries = n, "redelivered message re-published with its delivery count");
     Ok(Verdict::Settled(Handled::Recounted))
+}
+
+/// Removes the delivery counters from a decoded message: they count this
+/// delivery's copies, and any copy a task publishes (a retry, a message
+/// set aside or parked, a pending FAIL, a step sent again) is a fresh message.
+pub fn uncount(msg: &mut TaskMessage) {
+    msg.extra_headers = without(&without(&msg.extra_headers, DELIVERIES_HEADER), QUORUM_COUNT_HEADER);
 }

@@ -1,18 +1,21 @@
 //! The dispatch of a delivery against the in-process fakes: what runs, what
 //! waits, what is dead-lettered or counted again, and what goes back.
 
+use std::sync::{Arc, Mutex};
+
 use broker_proto::{AMQPValue, TaskMessage, Value, delay, header, topology};
 use celerity_db::{DbError, State};
 use chrono::{Duration, SubsecRound, Utc};
 use lapin::message::Delivery;
-use tokio::sync::{Semaphore, watch};
+use lapin::types::DeliveryTag;
+use tokio::sync::watch;
 
-use super::dispatch::dispatch;
+use super::{Handler, Incoming, Settle};
 use crate::broker::DEAD_LETTER_QUEUE;
 use crate::broker::properties::basic_properties;
 use crate::delivery::dead_letter::REASON_HEADER;
-use crate::tasks::fakes::{FakePublisher, FakeStore, ctx, row};
-use crate::tasks::headers::{DELIVERIES_HEADER, QUORUM_COUNT_HEADER};
+use crate::delivery::poison::{DELIVERIES_HEADER, QUORUM_COUNT_HEADER};
+use crate::tasks::fakes::{self, FakePublisher, FakeStore, row};
 use crate::tasks::{Ctx, Handled};
 
 const T: &str = "fedcba9876543210fedcba9876543210";
@@ -37,9 +40,77 @@ fn with_header(mut d: Delivery, name: &str, value: AMQPValue) -> Delivery {
     d
 }
 
-async fn run(ctx: &Ctx<FakeStore, FakePublisher>, d: &Delivery) -> Handled {
+type Shared = Arc<Ctx<FakeStore, FakePublisher>>;
+
+fn ctx(store: FakeStore) -> Shared {
+    Arc::new(fakes::ctx(store))
+}
+
+async fn run(ctx: &Shared, d: &Delivery) -> Handled {
     let (_stop, stopping) = watch::channel(false);
-    dispatch(ctx, d, &Semaphore::new(1), stopping).await
+    let handler = Handler::new(ctx.clone(), 1, stopping);
+    Incoming::new(&handler, copy(d)).dispatch().await
+}
+
+/// Another delivery of the same bytes (lapin's `Delivery` is not `Clone`).
+fn copy(d: &Delivery) -> Delivery {
+    let mut again =
+        Delivery::mock(d.delivery_tag, d.exchange.clone(), d.routing_key.clone(), d.redelivered, d.data.clone());
+    again.properties = d.properties.clone();
+    again
+}
+
+/// What a channel was told, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(&'static str, DeliveryTag)>>);
+
+impl Settle for Arc<Recorder> {
+    async fn ack(&self, tag: DeliveryTag) -> Result<(), lapin::Error> {
+        self.0.lock().unwrap().push(("ack", tag));
+        Ok(())
+    }
+
+    async fn hand_back(&self, tag: DeliveryTag) -> Result<(), lapin::Error> {
+        self.0.lock().unwrap().push(("hand back", tag));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn acks_and_hand_backs_both_go_to_the_channel_the_delivery_came_on() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 3, 0)]));
+    let (_stop, stopping) = watch::channel(false);
+    let handler = Arc::new(Handler::new(ctx.clone(), 1, stopping));
+    let channel = Arc::new(Recorder::default());
+    let mut d = delivery(topology::SCHEDULE_QUEUE.name, &message(topology::SCHEDULE_TASK), false);
+    d.delivery_tag = 7;
+    handler.clone().handle(channel.clone(), d).await;
+    assert_eq!(ctx.store.row(T).invoke_count, 2, "it ran");
+    ctx.publisher.refuse_next(1);
+    let garbage = Delivery::mock(8, "".into(), "plugin_schedule".into(), false, b"{".to_vec());
+    handler.handle(channel.clone(), garbage).await;
+    assert_eq!(*channel.0.lock().unwrap(), [("ack", 7), ("hand back", 8)]);
+}
+
+#[tokio::test]
+async fn the_delivery_counters_stop_at_the_delivery_a_retry_is_a_fresh_message() {
+    let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 3, 0)]));
+    ctx.store.fail_next("load_for_poll", DbError::Deadline(std::time::Duration::from_secs(1)));
+    let d = with_header(
+        with_header(
+            delivery("plugin_schedule", &message(topology::SCHEDULE_TASK), true),
+            QUORUM_COUNT_HEADER,
+            AMQPValue::LongLongInt(1),
+        ),
+        DELIVERIES_HEADER,
+        AMQPValue::LongInt(1),
+    );
+    assert!(matches!(run(&ctx, &d).await, Handled::Retried));
+    let retried = ctx.publisher.sent()[0].message();
+    assert_eq!(retried.retries, 1);
+    for name in [DELIVERIES_HEADER, QUORUM_COUNT_HEADER] {
+        assert!(!retried.extra_headers.contains_key(name), "{name}: a retry is a fresh message");
+    }
 }
 
 #[tokio::test]
@@ -107,8 +178,9 @@ async fn a_message_due_soon_waits_in_memory_then_runs_unless_shutdown_comes() {
     m.eta = Some((Utc::now() + Duration::milliseconds(900)).fixed_offset());
     let d = delivery("plugin_schedule", &m, false);
     let (stop, stopping) = watch::channel(false);
-    let permits = Semaphore::new(1);
-    let handled = dispatch(&ctx, &d, &permits, stopping);
+    let handler = Handler::new(ctx.clone(), 1, stopping);
+    let incoming = Incoming::new(&handler, d);
+    let handled = incoming.dispatch();
     let stopper = async {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let _ = stop.send(true);

@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::control::events::Events;
 use crate::control::inflight::{Held, InFlight};
-use crate::control::meters;
+use crate::meters;
 use crate::tasks::Handled;
 
 /// One delivery routed to a task, from `task-received` to its outcome.

@@ -9,16 +9,17 @@ use broker_proto::{eta_after, header};
 use celerity_db::{DbError, ErrorClass, MysqlCode, RetryState};
 use chrono::Utc;
 
-use super::headers::{PENDING_FAIL_HEADER, fresh};
+use super::headers::PENDING_FAIL_HEADER;
+use super::stop::RetryCause;
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
-use crate::control::meters;
 use crate::control::pause::Fault;
+use crate::meters;
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Transient errors are retried, environment faults pause the worker,
     /// schedule-fatal ones fail the schedule; one exhaustive match decides.
-    pub async fn on_db_error(&self, trace_id: Option<&str>, err: DbError) -> Result<Handled, BrokerError> {
+    pub(super) async fn on_db_error(&self, trace_id: Option<&str>, err: DbError) -> Result<Handled, BrokerError> {
         let class = err.class();
         let code = err.mysql_code();
         let number = code.and_then(|c| c.number()).map_or_else(|| "none".to_owned(), |n| n.to_string());
@@ -29,7 +30,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                     // Retried as the framework would; logged so it can be classified.
                     tracing::warn!(code = number, error = %err, "database error of no known class ({code}); retried as transient");
                 }
-                self.retry_later(trace_id, class.as_str(), err.to_string()).await
+                self.retry_later(trace_id, RetryCause::Database, err.to_string()).await
             }
             (ErrorClass::Environment, _) => {
                 self.ctx.pause.trip(Fault::database(&err));
@@ -50,9 +51,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// retries unspent, no delivery counted), for a worker that is not
     /// paused or for this one when it resumes; then it can be acked.
     pub async fn set_aside(&self) -> Result<Handled, BrokerError> {
-        let mut again = self.msg.clone();
-        again.extra_headers = fresh(&again.extra_headers);
-        self.ctx.publisher.publish_task_to_queue(&self.origin.queue, &again).await?;
+        self.ctx.publisher.publish_task_to_queue(&self.origin.queue, self.msg).await?;
         tracing::info!("set aside while the worker is paused");
         Ok(Handled::SetAside)
     }
@@ -60,45 +59,37 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Publishes the message again the Celery way (same id, `retries + 1`,
     /// eta = now + the backoff's countdown) to the queue it came from, waiting
     /// in the broker's delay topology, then records the retry bookkeeping; or
-    /// fails the schedule when the retries are spent. `class` says what
-    /// failed (`transient` for the database, `plugin host`) and `err` how.
+    /// fails the schedule when the retries are spent. `cause` says what
+    /// failed and `err` how.
     pub(super) async fn retry_later(
         &self,
         trace_id: Option<&str>,
-        class: &'static str,
+        cause: RetryCause,
         err: String,
     ) -> Result<Handled, BrokerError> {
         let ctx = self.ctx;
+        let text = cause.text();
         let Some(countdown) = ctx.config.backoff.countdown(self.msg.retries) else {
             tracing::error!(error = %err, retries = self.msg.retries, "retries exhausted");
             return match trace_id {
                 Some(trace_id) => {
-                    let text = format!(
-                        "gave up after {} retries of transient {}; last error: {err}",
-                        self.msg.retries,
-                        if class == ErrorClass::Transient.as_str() {
-                            "database errors"
-                        } else {
-                            "plugin host failures"
-                        }
-                    );
-                    self.fail_schedule(trace_id, text).await
+                    let retries = self.msg.retries;
+                    let failures = text.failures;
+                    self.fail_schedule(
+                        trace_id,
+                        format!("gave up after {retries} retries of transient {failures}; last error: {err}"),
+                    )
+                    .await
                 }
                 None => Ok(Handled::GaveUp),
             };
         };
-        let mut retried = self
+        let retried = self
             .msg
             .retried(eta_after(Utc::now(), chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX)));
-        // A retry is a fresh delivery, not a redelivery of a crashed one.
-        retried.extra_headers = fresh(&retried.extra_headers);
         ctx.publisher.publish_task_to_queue(&self.origin.queue, &retried).await?;
-        if class == ErrorClass::Transient.as_str() {
-            tracing::warn!(error = %err, retries = retried.retries, countdown = ?countdown, "transient database error; retry published");
-        } else {
-            tracing::warn!(class, error = %err, retries = retried.retries, countdown = ?countdown, "transient failure; retry published");
-        }
-        metrics::counter!(meters::RETRIES, "class" => class).increment(1);
+        tracing::warn!(class = text.label, error = %err, retries = retried.retries, countdown = ?countdown, "{}", text.retried);
+        metrics::counter!(meters::RETRIES, "class" => text.label).increment(1);
         if let Some(trace_id) = trace_id {
             // Bookkeeping for operators; the database may well still be down.
             let at = ctx.store.now();
@@ -108,7 +99,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                 first_failure_at: at,
                 last_failure_at: at,
                 next_retry_at: chrono::Duration::from_std(countdown).ok().map(|d| at + d),
-                last_error_class: class.to_owned(),
+                last_error_class: text.label.to_owned(),
                 last_error: err,
             };
             if let Err(e) = ctx.store.record_retry(state).await {
@@ -133,8 +124,6 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
                     ctx.pause.trip(Fault::database(&e));
                 }
                 let mut pending = self.msg.clone();
-                // A fresh message: the deliveries of this one are not its own.
-                pending.extra_headers = fresh(&pending.extra_headers);
                 pending.extra_headers.insert(PENDING_FAIL_HEADER.into(), header::text(&err));
                 let countdown = chrono::Duration::from_std(ctx.config.backoff.max).unwrap_or(chrono::Duration::MAX);
                 pending.eta = eta_after(Utc::now(), countdown);

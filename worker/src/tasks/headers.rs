@@ -13,10 +13,6 @@ pub const LOCK_HELD_HEADER: &str = "x-celerity-lock-held";
 /// Header on a step sent again after its plugin host died: how many hosts
 /// it has killed so far.
 pub const HOST_DEATHS_HEADER: &str = "x-celerity-host-deaths";
-/// Celerity's delivery counter on classic queues: deliveries of earlier copies.
-pub const DELIVERIES_HEADER: &str = "x-celerity-deliveries";
-/// The broker's delivery counter on quorum queues (previous deliveries).
-pub const QUORUM_COUNT_HEADER: &str = "x-delivery-count";
 
 /// The `err` of a FAIL still to be written, if this message carries one.
 pub fn pending_fail(msg: &TaskMessage) -> Option<String> {
@@ -37,12 +33,6 @@ pub fn host_deaths(msg: &TaskMessage) -> u32 {
 /// Whether a callback message already holds the `scheduling` lock.
 pub fn holds_lock(msg: &TaskMessage) -> bool {
     msg.extra_headers.contains_key(LOCK_HELD_HEADER)
-}
-
-/// The headers of a fresh copy of a message: the delivery counters of the
-/// copy it replaces are not its own.
-pub fn fresh(headers: &FieldTable) -> FieldTable {
-    without(&without(headers, DELIVERIES_HEADER), QUORUM_COUNT_HEADER)
 }
 
 /// `headers` without `name`.

@@ -11,7 +11,7 @@ use celerity_db::Parked;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::headers::{LOCK_HELD_HEADER, fresh, without};
+use super::headers::{LOCK_HELD_HEADER, without};
 use super::{Store, Task};
 use crate::broker::Publish;
 
@@ -21,9 +21,8 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     pub(super) async fn park(&self, trace_id: &str) -> Result<bool, celerity_db::DbError> {
         let ctx = self.ctx;
         let mut msg = self.msg.clone();
-        // A fresh copy: the deliveries of this one are not its own, and a
-        // callback sent again takes the lock again.
-        msg.extra_headers = without(&fresh(&msg.extra_headers), LOCK_HELD_HEADER);
+        // A callback sent again takes the lock again.
+        msg.extra_headers = without(&msg.extra_headers, LOCK_HELD_HEADER);
         let now = ctx.store.now();
         let eta = msg.eta.map(|eta| now + (eta.with_timezone(&Utc) - Utc::now()));
         let parked = Parked {

@@ -8,9 +8,7 @@ use chrono::Utc;
 
 use super::callback::CallbackArgs;
 use super::fakes::{FakePublisher, FakeStore, Sent, ctx, from_plugin_schedule, now, row};
-use super::headers::{
-    DELIVERIES_HEADER, INVOKE_COUNT_HEADER, LOCK_HELD_HEADER, PENDING_FAIL_HEADER, expected_invoke_count, pending_fail,
-};
+use super::headers::{INVOKE_COUNT_HEADER, LOCK_HELD_HEADER, PENDING_FAIL_HEADER, expected_invoke_count, pending_fail};
 use super::{Ctx, Handled, Origin, Task};
 use crate::broker::BrokerError;
 
@@ -190,15 +188,13 @@ async fn a_retry_whose_own_commit_landed_late_publishes_the_next_poll_again() {
 async fn a_transient_error_publishes_the_same_task_again_with_a_countdown() {
     let ctx = ctx(FakeStore::with([row(T, State::Poll, 1, 5, 0)]));
     ctx.store.fail_next("load_for_poll", transient());
-    let mut msg = schedule_message();
-    msg.extra_headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongInt(3));
+    let msg = schedule_message();
     assert!(matches!(schedule(&ctx, &from_plugin_schedule(), &msg).await, Handled::Retried));
     let sent = sent(&ctx);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].queue, topology::SCHEDULE_QUEUE.name, "back to the queue it came from");
     let retried = sent[0].message();
     assert_eq!((retried.id.as_str(), retried.retries), (msg.id.as_str(), 1));
-    assert!(!retried.extra_headers.contains_key(DELIVERIES_HEADER), "a retry is a fresh delivery");
     assert!((4..=5).contains(&seconds_until(&sent[0])), "the first countdown is 5 s");
     let bookkeeping = ctx.store.tables().retries.clone();
     assert_eq!(bookkeeping.len(), 1);
@@ -297,7 +293,6 @@ async fn an_environment_fault_pauses_and_sets_the_message_aside_unchanged() {
     ctx.store.fail_next("load_for_poll", environment());
     let mut msg = schedule_message();
     msg.retries = 2;
-    msg.extra_headers.insert(DELIVERIES_HEADER.into(), broker_proto::AMQPValue::LongInt(3));
     let handled = schedule(&ctx, &from_plugin_schedule(), &msg).await;
     assert!(matches!(handled, Handled::SetAside), "{handled:?}");
     assert_eq!(handled.settlement(), super::Settlement::Ack);
@@ -308,7 +303,6 @@ async fn an_environment_fault_pauses_and_sets_the_message_aside_unchanged() {
     assert_eq!(sent[0].queue, topology::SCHEDULE_QUEUE.name);
     let again = sent[0].message();
     assert_eq!((again.id.as_str(), again.retries, again.eta), (msg.id.as_str(), 2, msg.eta), "retries unspent");
-    assert!(!again.extra_headers.contains_key(DELIVERIES_HEADER), "no delivery counted");
     let row = ctx.store.row(T);
     assert_eq!((row.state, row.invoke_count), (State::Poll.code(), 1), "the schedule is untouched");
     assert!(ctx.store.tables().retries.is_empty(), "no retry bookkeeping");

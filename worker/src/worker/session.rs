@@ -2,7 +2,7 @@
 //! consumers ([`super::subscriptions`], which waits out what the broker
 //! cannot serve yet), the events, the mailbox, the sweeper and the daily
 //! delete, hand each
-//! delivery to [`crate::delivery::handle`], cancel and restart the consumers
+//! delivery to the session's [`crate::delivery::Handler`], cancel and restart the consumers
 //! as the worker pauses and resumes, and stop it all on shutdown or when the
 //! connection breaks.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use celerity_db::Db;
 use lapin::Connection;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::subscriptions::{Stop, Subscriptions};
@@ -24,7 +24,7 @@ use crate::control::endpoint::Health;
 use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
 use crate::control::{pidbox, queue_stats};
-use crate::delivery;
+use crate::delivery::Handler;
 use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
@@ -113,7 +113,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
         inflight,
         pause: pause.clone(),
     });
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let handler = Arc::new(Handler::new(ctx, config.concurrency, stop_rx.clone()));
     let mut tasks = JoinSet::new();
     // What the broker could not serve is tried again beside the deliveries,
     // so a queue that does not answer never holds up the others.
@@ -135,7 +135,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
             }
             delivery = rx.recv() => match delivery {
                 Some((channel, delivery)) => {
-                    tasks.spawn(delivery::handle(ctx.clone(), channel, delivery, permits.clone(), stop_rx.clone()));
+                    tasks.spawn(handler.clone().handle(channel, delivery));
                 }
                 // The consumers hold a sender: the channel never closes while they run.
                 None => break SessionEnd::Lost("the delivery feed closed".into()),
