@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
-use celerity::control::meters;
+use celerity::meters;
 use celerity::plugins::Registry;
 use celerity_tests::workload::{insert_rows, publish_first_polls};
 use celerity_tests::{

@@ -262,7 +262,7 @@ async fn stop_mid_poll_ends_fail_and_the_running_poll_changes_nothing() {
     start_schedules(&vhost, &tdb, std::slice::from_ref(running), "slow-1.0.0", data).await;
     // Once the step runs (the poll holds its slot), stop the schedule under it;
     // a fixed pause was too short for a worker starting on a loaded machine.
-    let series = |name: &str| metric_sample(&celerity::control::meters::render(), name);
+    let series = |name: &str| metric_sample(&celerity::meters::render(), name);
     let start = std::time::Instant::now();
     while series("celerity_polls_in_flight") != Some(1.0) {
         assert!(start.elapsed() < Duration::from_secs(30), "the slow step never started");

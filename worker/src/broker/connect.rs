@@ -13,7 +13,7 @@ use backon::{ExponentialBuilder, Retryable};
 use lapin::{Connection, ConnectionProperties};
 
 use super::BrokerError;
-use crate::control::meters;
+use crate::meters;
 
 /// Heartbeat asked of the broker when the URL names none: a dead connection
 /// is noticed within two intervals.

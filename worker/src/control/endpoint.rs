@@ -25,8 +25,8 @@ use lapin::ConnectionStatus;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::meters;
 use super::pause::Pause;
+use crate::meters;
 
 /// How long a check of the database may take.
 const DB_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

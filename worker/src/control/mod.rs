@@ -7,7 +7,6 @@ pub mod endpoint;
 pub mod events;
 pub mod inflight;
 pub mod logging;
-pub mod meters;
 pub mod pause;
 pub mod pidbox;
 pub mod queue_stats;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use celerity_db::DbError;
 use tokio::sync::watch;
 
-use super::meters;
+use crate::meters;
 
 /// Why the worker is paused, and since when.
 #[derive(Debug, Clone)]

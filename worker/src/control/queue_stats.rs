@@ -18,7 +18,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::control::meters;
+use crate::meters;
 
 /// Characters kept as they are in a path segment (a vhost `/` is `%2F`).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');

@@ -9,7 +9,7 @@ use super::callbacks::Callbacks;
 use super::python::Pool;
 use super::registry::Registry;
 use super::step::{StepError, StepInput, StepResult};
-use crate::control::meters;
+use crate::meters;
 
 /// The plugins a worker runs.
 #[derive(Clone)]

@@ -26,8 +26,8 @@ use crate::broker::topology::parts;
 use crate::broker::{BrokerError, Part, QueueKinds, Refusal, declare_part};
 use crate::config::WorkerConfig;
 use crate::control::endpoint::{Health, NotReady};
-use crate::control::meters;
 use crate::control::pause::Pause;
+use crate::meters;
 
 /// How often what waits is tried again.
 pub(super) const RETRY_EVERY: Duration = Duration::from_secs(2);

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::host::{Host, Lost};
 use super::protocol::{PythonVersion, Ready};
 use crate::config::PythonSettings;
-use crate::control::meters;
+use crate::meters;
 use crate::plugins::step::{StepError, StepInput, StepResult};
 
 /// The hosts of one worker.
