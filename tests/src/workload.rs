@@ -1,13 +1,59 @@
-//! Workloads for the benchmarks: schedules created the way the framework's
-//! producer creates them (a row at invoke_count 1, then a Celery message on
-//! `plugin_schedule`), in bulk.
+//! Schedules created the way the framework's producer creates them (a row
+//! in POLL at invoke_count 1, then a Celery `schedule` message on
+//! `plugin_schedule`): one at a time for the tests, in bulk for the
+//! benchmarks.
 
-use broker_proto::topology;
+use broker_proto::{TaskMessage, topology};
+use celerity_db::State;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use lapin::options::BasicPublishOptions;
 
-use crate::{TestDatabase, task_message};
+use crate::{TestDatabase, example_data, insert_schedule, publish_task, task_message, unique};
+
+/// The contenders of workload W1 (`scripts/bench`, `src/bin/bench.rs`), in
+/// the order of its table: the raw loop; Celerity with one and two workers,
+/// with its next polls on the framework's queue, and on a 3-node RabbitMQ
+/// cluster; Python Celery with threads and with prefork; the framework's
+/// Python plugin in Celerity's hosts and in the framework's own worker.
+pub const W1_CONTENDERS: &[&str] = &[
+    "raw",
+    "celerity-1",
+    "celerity-2",
+    "celerity-1-framework-queue",
+    "python-threads",
+    "python-prefork",
+    "celerity-python",
+    "framework-prefork",
+    "framework-threads",
+    "celerity-1-cluster",
+];
+
+/// The producer's `schedule` message for `trace_id` (no Celerity headers).
+pub fn schedule_message(trace_id: &str) -> TaskMessage {
+    task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)])
+}
+
+/// The producer's row for `trace_id`: the example plugin (version 1.0.0),
+/// needing `polls` polls `interval` seconds apart.
+pub fn create_schedule(db_url: &str, trace_id: &str, polls: i64, interval: i64) {
+    insert_schedule(db_url, trace_id, "1.0.0", State::Poll, &example_data(polls, interval));
+}
+
+/// Publishes the producer's first poll of `trace_id` to `plugin_schedule`
+/// on the default exchange, confirmed.
+pub async fn publish_first_poll(ch: &lapin::Channel, trace_id: &str) {
+    publish_task(ch, "", topology::SCHEDULE_QUEUE.name, &schedule_message(trace_id)).await;
+}
+
+/// A schedule created as the producer creates it, under a fresh trace id
+/// starting with `prefix`: its row, then its first poll. Returns the trace id.
+pub async fn produce(ch: &lapin::Channel, db_url: &str, prefix: &str, polls: i64, interval: i64) -> String {
+    let trace_id = unique(prefix).replace('-', "");
+    create_schedule(db_url, &trace_id, polls, interval);
+    publish_first_poll(ch, &trace_id).await;
+    trace_id
+}
 
 /// Inserts `n` schedules of the example plugin, trace ids `<prefix><i:08>`.
 pub fn insert_rows(db: &TestDatabase, prefix: &str, n: usize, polls: i64, interval: u64) {
@@ -78,6 +124,22 @@ pub async fn publish_schedule(ch: &lapin::Channel, trace_id: &str) -> lapin::Pub
     ch.basic_publish("".into(), topology::SCHEDULE_QUEUE.name.into(), BasicPublishOptions::default(), &out.body, props)
         .await
         .expect("publish")
+}
+
+/// `n` schedules created by [`produce`], in order.
+pub async fn produce_many(
+    ch: &lapin::Channel,
+    db_url: &str,
+    prefix: &str,
+    n: usize,
+    polls: i64,
+    interval: i64,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(produce(ch, db_url, prefix, polls, interval).await);
+    }
+    ids
 }
 
 /// The one `BIGINT` column `n` that `sql` selects, e.g. `SELECT COUNT(*) AS n ...`.

@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use celerity_tests::celerity_bin;
+use celerity_tests::workload::W1_CONTENDERS;
 
 #[test]
 fn bench_runs_every_contender_on_a_tiny_workload() {
@@ -18,18 +19,7 @@ fn bench_runs_every_contender_on_a_tiny_workload() {
         .expect("run the bench binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for contender in [
-        "raw",
-        "celerity-1",
-        "celerity-2",
-        "celerity-1-framework-queue",
-        "python-threads",
-        "python-prefork",
-        "celerity-python",
-        "framework-prefork",
-        "framework-threads",
-        "celerity-1-cluster",
-    ] {
+    for contender in W1_CONTENDERS {
         let row = stdout
             .lines()
             .find(|l| l.starts_with(&format!("| {contender}")))

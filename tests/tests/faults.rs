@@ -15,10 +15,11 @@ use celerity::broker::properties::basic_properties;
 use celerity_db::State;
 use celerity_tests::ledger::{self, Expect, Report};
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
+use celerity_tests::workload::produce_many;
 use celerity_tests::{
-    PrivateMariadb, TestDatabase, Vhost, celerity_bin, connect, declare_framework_queue, example_data, example_worker,
-    free_local_addr, insert_schedule, migrated_database, publish_raw, publish_task, rows, task_message, temp_dir,
-    unique, wait_for_rows, wait_health,
+    PrivateMariadb, TestDatabase, Vhost, celerity_bin, connect, declare_framework_queue, example_worker,
+    free_local_addr, migrated_database, publish_raw, publish_task, rows, task_message, temp_dir, wait_for_rows,
+    wait_health,
 };
 use chrono::Utc;
 use diesel::RunQueryDsl;
@@ -69,17 +70,6 @@ fn stop(mut workers: Vec<Child>) {
         let _ = w.kill();
         let _ = w.wait();
     }
-}
-
-/// Inserts `n` schedules as the producer does and publishes their first messages.
-async fn produce(ch: &lapin::Channel, db_url: &str, n: usize, polls: i32, interval: i64) -> Vec<String> {
-    let ids: Vec<String> = (0..n).map(|_| unique("f").replace('-', "")).collect();
-    for id in &ids {
-        insert_schedule(db_url, id, "1.0.0", State::Poll, &example_data(polls.into(), interval));
-        let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", id)]);
-        publish_task(ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
-    }
-    ids
 }
 
 async fn channel(url: &str) -> (lapin::Connection, lapin::Channel) {
@@ -136,7 +126,7 @@ async fn kill_9_one_of_two_workers_mid_run() {
     let a = worker(&vhost.url(), &db.url(), "a", &dir, &[]);
     let b = worker(&vhost.url(), &db.url(), "b", &dir, &[]);
     let polls = 10;
-    let ids = produce(&ch, &db.url(), 100, polls, 0).await;
+    let ids = produce_many(&ch, &db.url(), "f", 100, polls.into(), 0).await;
     wait_for_polls(&db, 300).await;
     let mut a = a;
     a.kill().expect("kill -9");
@@ -162,7 +152,7 @@ async fn rabbitmq_restarted_mid_run() {
     ];
     let polls = 8;
     // Polls 1 s apart: next polls wait in the delay queues across the restart.
-    let ids = produce(&ch, &db.url(), 100, polls, 1).await;
+    let ids = produce_many(&ch, &db.url(), "f", 100, polls.into(), 1).await;
     drop(ch);
     drop(conn);
     wait_for_polls(&db, 200).await;
@@ -197,7 +187,7 @@ async fn database_out_for_20_s(freeze: bool) {
     let workers =
         vec![worker(&vhost.url(), &db.url(), "a", &dir, PATIENT), worker(&vhost.url(), &db.url(), "b", &dir, PATIENT)];
     let polls = 30;
-    let ids = produce(&ch, &db.url(), 50, polls, 1).await;
+    let ids = produce_many(&ch, &db.url(), "f", 50, polls.into(), 1).await;
     wait_for_polls(&db, 100).await;
     let before = polls_done(&db);
     if freeze {
@@ -247,7 +237,7 @@ async fn mariadb_down_past_the_retry_budget() {
         worker(&vhost.url(), &db.url(), "b", &dir, IMPATIENT),
     ];
     let polls = 60;
-    let ids = produce(&ch, &db.url(), 20, polls, 1).await;
+    let ids = produce_many(&ch, &db.url(), "f", 20, polls.into(), 1).await;
     wait_for_polls(&db, 40).await;
     server.stop();
     // Well past every schedule's next poll (1 s) plus its retry budget, with
@@ -285,7 +275,7 @@ async fn schedule_table_renamed_away_for_10_s() {
         })
         .collect();
     let polls = 15;
-    let ids = produce(&ch, &db.url(), 40, polls, 1).await;
+    let ids = produce_many(&ch, &db.url(), "f", 40, polls.into(), 1).await;
     wait_for_polls(&db, 100).await;
     let mut conn = db.connect();
     diesel::sql_query("RENAME TABLE schedule_schedule TO schedule_schedule_away").execute(&mut conn).unwrap();
@@ -324,7 +314,7 @@ async fn every_update_answers_1047_for_10_s() {
     let workers =
         vec![worker(&vhost.url(), &db.url(), "a", &dir, PATIENT), worker(&vhost.url(), &db.url(), "b", &dir, PATIENT)];
     let polls = 15;
-    let ids = produce(&ch, &db.url(), 40, polls, 1).await;
+    let ids = produce_many(&ch, &db.url(), "f", 40, polls.into(), 1).await;
     wait_for_polls(&db, 100).await;
     let mut conn = db.connect();
     diesel::sql_query(celerity_tests::NOT_READY_TRIGGER).execute(&mut conn).unwrap();
@@ -387,7 +377,7 @@ async fn a_thousand_malformed_messages_mixed_into_a_run() {
             _ => publish_raw(&ch, "", q, b"", props.clone()).await,
         }
         if i % 20 == 0 {
-            ids.extend(produce(&ch, &db.url(), 1, polls, 0).await);
+            ids.extend(produce_many(&ch, &db.url(), "f", 1, polls.into(), 0).await);
         }
     }
     wait_all_final(&db, Duration::from_secs(90)).await;

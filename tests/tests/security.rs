@@ -50,26 +50,17 @@ use celerity::broker::DEAD_LETTER_QUEUE;
 use celerity::broker::properties::basic_properties;
 use celerity::control::endpoint::MAX_CONNECTIONS;
 use celerity::delivery::dead_letter::REASON_HEADER;
-use celerity_db::State;
 use celerity_tests::private_rabbitmq::PrivateRabbitmq;
 use celerity_tests::procfs::peak_rss_kib;
 use celerity_tests::tls::TestCerts;
+use celerity_tests::workload::produce;
 use celerity_tests::{
     ChildGuard, PrivateMariadb, TestDatabase, Vhost, celerity_bin, confirmed_channel, connect, declare_framework_queue,
-    example_data, example_worker, insert_schedule, migrated_database, publish_raw, publish_task, task_message,
-    temp_dir, unique, wait_for_rows,
+    example_worker, migrated_database, publish_raw, task_message, temp_dir, unique, wait_for_rows,
 };
 use chrono::Utc;
 use diesel::prelude::*;
 use lapin::options::BasicGetOptions;
-
-async fn produce(ch: &lapin::Channel, db_url: &str, polls: i64) -> String {
-    let id = unique("s").replace('-', "");
-    insert_schedule(db_url, &id, "1.0.0", State::Poll, &example_data(polls, 0));
-    publish_task(ch, "", topology::SCHEDULE_QUEUE.name, &task_message(topology::SCHEDULE_TASK, &[("trace_id", &id)]))
-        .await;
-    id
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() {
@@ -95,7 +86,7 @@ async fn amqps_with_the_operators_ca_runs_schedules_and_refuses_an_unknown_ca() 
         .arg(broker.ca_file())
         .args(["--queues", "plugin_schedule"]);
     let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
-    let id = produce(&ch, &db.url(), 3).await;
+    let id = produce(&ch, &db.url(), "s", 3, 0).await;
     let done = wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
     assert_eq!(done[&id].invoke_count, 4, "{}", worker.log());
     // The worker's connection is the TLS one.
@@ -155,7 +146,7 @@ async fn mysql_over_tls_through_the_url_options() {
         "plugin_schedule",
     ]);
     let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
-    let id = produce(&ch, &db.url(), 2).await;
+    let id = produce(&ch, &db.url(), "s", 2, 0).await;
     let done = wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
     assert_eq!(done[&id].invoke_count, 3, "{}", worker.log());
     let accepted_after: i64 = status(&mut session, "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").parse().unwrap();
@@ -207,7 +198,7 @@ async fn credentials_never_show_in_logs_errors_or_status() {
         "plugin_schedule",
     ]);
     let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
-    let id = produce(&ch, &db.url(), 2).await;
+    let id = produce(&ch, &db.url(), "s", 2, 0).await;
     celerity_tests::publish_raw(&ch, "", topology::SCHEDULE_QUEUE.name, b"not json", Default::default()).await;
     wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&id).is_some_and(|r| r.state == 4)).await;
     let status = Command::new(celerity_bin()).args(["status", &id, "--database-url", &db_url]).output().unwrap();
@@ -330,7 +321,7 @@ async fn idle_http_connections_cannot_starve_the_worker_of_descriptors() {
     assert!(idle.len() > 2 * MAX_CONNECTIONS, "only {} connections opened", idle.len());
     let mut ids = Vec::new();
     for _ in 0..40 {
-        ids.push(produce(&ch, &db.url(), 3).await);
+        ids.push(produce(&ch, &db.url(), "s", 3, 0).await);
     }
     wait_for_rows(&db, Duration::from_secs(60), |r| ids.iter().all(|id| r.get(id).is_some_and(|r| r.state == 4))).await;
     assert!(worker.running(), "{}", worker.log());
@@ -360,7 +351,7 @@ async fn bodies_of_millions_of_values_are_refused_without_the_memory_to_parse_th
     cmd.args(["--queues", "plugin_schedule", "--concurrency", "16"]);
     let dir = temp_dir();
     let worker = ChildGuard::spawn(cmd, dir.join("worker.log"));
-    let first = produce(&ch, &db.url(), 1).await;
+    let first = produce(&ch, &db.url(), "s", 1, 0).await;
     wait_for_rows(&db, Duration::from_secs(30), |r| r.get(&first).is_some_and(|r| r.state == 4)).await;
     let before_kib = peak_rss_kib(worker.pid());
 
@@ -373,7 +364,7 @@ async fn bodies_of_millions_of_values_are_refused_without_the_memory_to_parse_th
     }
     let mut ids = Vec::new();
     for _ in 0..10 {
-        ids.push(produce(&ch, &db.url(), 2).await);
+        ids.push(produce(&ch, &db.url(), "s", 2, 0).await);
     }
     wait_for_rows(&db, Duration::from_secs(60), |r| ids.iter().all(|id| r.get(id).is_some_and(|r| r.state == 4))).await;
 

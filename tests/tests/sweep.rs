@@ -12,9 +12,10 @@ use std::time::Duration;
 use broker_proto::topology;
 use celerity::plugins::{Context, Outcome, Plugin, Registry};
 use celerity_db::State;
+use celerity_tests::workload::publish_first_poll;
 use celerity_tests::{
     InProcessWorker, TestDatabase, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
-    insert_schedule, migrated_database, publish_task, rows, task_message, unique, wait_for_rows, worker_config,
+    insert_schedule, migrated_database, rows, unique, wait_for_rows, worker_config,
 };
 use diesel::prelude::*;
 
@@ -58,12 +59,6 @@ fn insert_aged(db: &TestDatabase, trace_id: &str, age_secs: i64) {
         .bind::<diesel::sql_types::Text, _>(trace_id)
         .execute(&mut db.connect())
         .expect("age the schedule");
-}
-
-/// The producer's message for `trace_id`: no invoke-count header.
-async fn produce(ch: &lapin::Channel, trace_id: &str) {
-    let m = task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)]);
-    publish_task(ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
 }
 
 /// Runs `celerity sweep` with a 5 s margin; returns its JSON answer.
@@ -118,12 +113,12 @@ async fn sweep_rescues_stranded_and_never_doubles_a_late_message() {
     insert_aged(&db, &orphan, 60);
     // Its message is in the queue, only late: it is ahead of the sweep's copy.
     insert_aged(&db, &late_first, 60);
-    produce(&ch, &late_first).await;
+    publish_first_poll(&ch, &late_first).await;
     // Its message arrives after the sweep's copy.
     insert_aged(&db, &late_after, 60);
     // Created just now, message on its way: not stranded.
     insert_aged(&db, &fresh, 0);
-    produce(&ch, &fresh).await;
+    publish_first_poll(&ch, &fresh).await;
 
     let mut expected = vec![orphan.clone(), late_first.clone(), late_after.clone()];
     expected.sort();
@@ -134,7 +129,7 @@ async fn sweep_rescues_stranded_and_never_doubles_a_late_message() {
         Vec::<String>::new(),
         "a recorded sweep is not doubled"
     );
-    produce(&ch, &late_after).await;
+    publish_first_poll(&ch, &late_after).await;
 
     let counting = Counting::default();
     let mut config = worker_config(&vhost.url(), &db.url());
@@ -168,7 +163,7 @@ async fn a_workers_periodic_sweep_rescues_a_purged_message() {
     }
     let purged = unique("purged");
     insert_aged(&db, &purged, 0);
-    produce(&ch, &purged).await;
+    publish_first_poll(&ch, &purged).await;
     // An operator purges the queue: the schedule's only message is gone.
     ch.queue_purge(topology::SCHEDULE_QUEUE.name.into(), lapin::options::QueuePurgeOptions::default())
         .await

@@ -13,10 +13,11 @@ use broker_proto::{DecodeOptions, FieldTable, TaskMessage, decode, delay, encode
 use celerity::broker::QueueType;
 use celerity::broker::properties::{basic_properties, properties_of};
 use celerity::plugins::Registry;
-use celerity_db::{Db, DbConfig, State, migrate, repo};
+use celerity_db::{Db, DbConfig, migrate, repo};
+use celerity_tests::workload::{create_schedule, schedule_message};
 use celerity_tests::{
-    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, example_data, insert_schedule,
-    migrated_database, publish_raw, publish_task, rows, task_message, unique, wait_for_rows, worker_config,
+    InProcessWorker, PrivateMariadb, TestDatabase, Vhost, confirmed_channel, migrated_database, publish_raw,
+    publish_task, rows, unique, wait_for_rows, worker_config,
 };
 use chrono::{DateTime, FixedOffset, Utc};
 use diesel::prelude::*;
@@ -51,10 +52,6 @@ async fn broker(vhost: &Vhost) -> (lapin::Connection, Channel) {
     .await
     .unwrap();
     (conn, ch)
-}
-
-fn schedule_message(trace_id: &str) -> TaskMessage {
-    task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)])
 }
 
 /// Publishes to the framework's exchange, so retries are copied to the tap.
@@ -92,10 +89,6 @@ async fn tap_until(
     }
 }
 
-fn insert(url: &str, trace_id: &str, polls: i64) {
-    insert_schedule(url, trace_id, "1.0.0", State::Poll, &example_data(polls, 0));
-}
-
 /// A private MariaDB with a migrated database holding one example schedule
 /// that needs `polls` polls.
 fn private_server_with_schedule(polls: i64) -> (PrivateMariadb, TestDatabase, String) {
@@ -103,7 +96,7 @@ fn private_server_with_schedule(polls: i64) -> (PrivateMariadb, TestDatabase, St
     let tdb = TestDatabase::create_on(&server.base());
     Db::new(DbConfig::new(tdb.url())).unwrap().blocking(migrate::run).unwrap();
     let trace_id = unique("t").replace('-', "");
-    insert(&tdb.url(), &trace_id, polls);
+    create_schedule(&tdb.url(), &trace_id, polls, 0);
     (server, tdb, trace_id)
 }
 
@@ -170,7 +163,7 @@ async fn lock_wait_at_update_is_retried_and_bookkept_then_succeeds() {
     let (_conn, ch) = broker(&vhost).await;
     let tdb = migrated_database();
     let trace_id = unique("t").replace('-', "");
-    insert(&tdb.url(), &trace_id, 1);
+    create_schedule(&tdb.url(), &trace_id, 1, 0);
 
     // Another session holds the row lock: reads go through, the update waits.
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
@@ -260,7 +253,7 @@ async fn fatal_database_error_fails_at_once_without_retry() {
     let (_conn, ch) = broker(&vhost).await;
     let tdb = migrated_database();
     let trace_id = unique("fatal").replace('-', "");
-    insert(&tdb.url(), &trace_id, 3);
+    create_schedule(&tdb.url(), &trace_id, 3, 0);
     // The database refuses any update that keeps this schedule polling.
     diesel::sql_query(format!(
         "CREATE TRIGGER refuse_poll BEFORE UPDATE ON schedule_schedule FOR EACH ROW BEGIN \
@@ -304,7 +297,7 @@ async fn malformed_messages_are_dead_lettered_and_the_worker_keeps_going() {
 
     // The worker is still there: a good schedule runs to the end.
     let trace_id = unique("good").replace('-', "");
-    insert(&tdb.url(), &trace_id, 2);
+    create_schedule(&tdb.url(), &trace_id, 2, 0);
     publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
     wait_for_rows(&tdb, Duration::from_secs(20), |r| r.get(&trace_id).is_some_and(|r| r.state == 4)).await;
 

@@ -5,29 +5,17 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use broker_proto::{TaskMessage, time, topology};
+use broker_proto::{time, topology};
 use celerity::broker::QueueType;
 use celerity::plugins::Registry;
-use celerity_db::State;
+use celerity_tests::workload::{create_schedule, schedule_message};
 use celerity_tests::{
-    ChildGuard, InProcessWorker, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
-    example_worker, free_port, insert_schedule, migrated_database, publish_task, python, python_script, rows,
-    task_message, temp_dir, unique, wait_for_json_lines, wait_for_rows, worker_config,
+    ChildGuard, InProcessWorker, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_worker,
+    free_port, migrated_database, publish_task, python, python_script, rows, temp_dir, unique, wait_for_json_lines,
+    wait_for_rows, worker_config,
 };
 use chrono::Utc;
 use lapin::options::BasicGetOptions;
-
-fn insert(url: &str, trace_id: &str, polls: i64, interval: i64) {
-    insert_schedule(url, trace_id, "1.0.0", State::Poll, &example_data(polls, interval));
-}
-
-fn schedule_message(trace_id: &str) -> TaskMessage {
-    task_message(topology::SCHEDULE_TASK, &[("trace_id", trace_id)])
-}
-
-async fn publish(ch: &lapin::Channel, queue: &str, m: &TaskMessage) {
-    publish_task(ch, "", queue, m).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
@@ -50,10 +38,10 @@ async fn next_poll_published_by_celerity_runs_on_a_python_worker() {
     let py = ChildGuard::spawn(cmd, dir.join("py.log"));
 
     let trace_id = unique("t").replace('-', "");
-    insert(&tdb.url(), &trace_id, 3, 2);
+    create_schedule(&tdb.url(), &trace_id, 3, 2);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let polled_at = Utc::now();
-    publish(&ch, "celerity_in", &schedule_message(&trace_id)).await;
+    publish_task(&ch, "", "celerity_in", &schedule_message(&trace_id)).await;
 
     let ran = wait_for_json_lines(&out, 1, Duration::from_secs(60), || py.log()).await;
     let r = &ran[0];
@@ -81,14 +69,14 @@ async fn eta_is_not_run_early_and_expired_tasks_are_not_run() {
     let worker = InProcessWorker::start(worker_config(&vhost.url(), &tdb.url()), Registry::with_builtin());
 
     let (later, expired) = (unique("later").replace('-', ""), unique("expired").replace('-', ""));
-    insert(&tdb.url(), &later, 1, 0);
-    insert(&tdb.url(), &expired, 1, 0);
+    create_schedule(&tdb.url(), &later, 1, 0);
+    create_schedule(&tdb.url(), &expired, 1, 0);
     let mut m = schedule_message(&later);
     m.eta = broker_proto::eta_after(Utc::now(), chrono::Duration::seconds(3));
-    publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
+    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
     let mut gone = schedule_message(&expired);
     gone.expires = Some((Utc::now() - chrono::Duration::seconds(1)).fixed_offset());
-    publish(&ch, topology::SCHEDULE_QUEUE.name, &gone).await;
+    publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &gone).await;
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rows(&tdb)[&later].invoke_count, 1, "not run before its eta");
@@ -106,7 +94,7 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
     declare_framework_queue(&ch, topology::SCHEDULE_QUEUE.name).await;
     let trace_ids: Vec<String> = (0..20).map(|_| unique("t").replace('-', "")).collect();
     for id in &trace_ids {
-        insert(&tdb.url(), id, 1_000_000, 0);
+        create_schedule(&tdb.url(), id, 1_000_000, 0);
     }
     let dir = temp_dir();
     let mut child = example_worker(celerity_bin(), &vhost.url(), &tdb.url())
@@ -116,7 +104,7 @@ async fn sigterm_stops_taking_work_and_exits_zero_leaving_nothing_stranded() {
         .spawn()
         .unwrap();
     for id in &trace_ids {
-        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
     }
     // Let it poll for a while, then ask it to stop.
     wait_for_rows(&tdb, Duration::from_secs(30), |r| r.values().all(|r| r.invoke_count > 5)).await;
@@ -223,7 +211,7 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_
     celerity::broker::declare_topology(&ch, &[topology::SCHEDULE_QUEUE.name.to_owned()], kind).await.unwrap();
     let trace_ids: Vec<String> = (0..20).map(|_| unique("k").replace('-', "")).collect();
     for id in &trace_ids {
-        insert(&tdb.url(), id, polls, interval);
+        create_schedule(&tdb.url(), id, polls, interval);
     }
     let dir = temp_dir();
     let start_worker = |log: &str| {
@@ -236,7 +224,7 @@ async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_
     };
     let mut first = start_worker("first.log");
     for id in &trace_ids {
-        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
     }
     let baseline = trace_ids.len() as i32;
     wait_for_rows(&tdb, Duration::from_secs(60), |r| {
@@ -271,7 +259,7 @@ async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
     let polls = 5;
     let trace_ids: Vec<String> = (0..30).map(|_| unique("d").replace('-', "")).collect();
     for id in &trace_ids {
-        insert(&tdb.url(), id, polls, 0);
+        create_schedule(&tdb.url(), id, polls, 0);
     }
     let dir = temp_dir();
     let workers: Vec<_> = ["a", "b"]
@@ -288,8 +276,8 @@ async fn two_workers_and_duplicated_messages_finalise_each_schedule_once() {
     // Every message the producer sends arrives twice.
     for id in &trace_ids {
         let m = schedule_message(id);
-        publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
-        publish(&ch, topology::SCHEDULE_QUEUE.name, &m).await;
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &m).await;
     }
     let done = wait_for_rows(&tdb, Duration::from_secs(60), |r| r.values().all(|r| r.state == 4)).await;
     // Quiet for a moment: no late duplicate may change anything.
@@ -327,7 +315,7 @@ async fn lost_broker_connections_are_reconnected_and_nothing_is_lost() {
     let polls = 150;
     let trace_ids: Vec<String> = (0..20).map(|_| unique("r").replace('-', "")).collect();
     for id in &trace_ids {
-        insert(&tdb.url(), id, polls, 0);
+        create_schedule(&tdb.url(), id, polls, 0);
     }
     let dir = temp_dir();
     let mut worker = example_worker(celerity_bin(), &vhost.url(), &tdb.url())
@@ -337,7 +325,7 @@ async fn lost_broker_connections_are_reconnected_and_nothing_is_lost() {
         .spawn()
         .unwrap();
     for id in &trace_ids {
-        publish(&ch, topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
+        publish_task(&ch, "", topology::SCHEDULE_QUEUE.name, &schedule_message(id)).await;
     }
     wait_for_rows(&tdb, Duration::from_secs(60), |r| r.values().map(|r| r.invoke_count).sum::<i32>() > 150).await;
     // Cut every connection of the worker's vhost, as a broker restart or a TCP reset would.

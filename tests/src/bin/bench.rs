@@ -48,24 +48,11 @@ use broker_proto::topology;
 use celerity_tests::plugin_project;
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib, tree_switches};
 use celerity_tests::rabbit_cluster::RabbitCluster;
-use celerity_tests::workload::{count, insert_finished, insert_rows, publish_first_polls};
+use celerity_tests::workload::{W1_CONTENDERS, count, insert_finished, insert_rows, publish_first_polls};
 use celerity_tests::{
     TestDatabase, Vhost, bench_celerity_bin, confirmed_channel, declare_framework_queue, migrated_database, python,
     python_script,
 };
-
-const ALL: &[&str] = &[
-    "raw",
-    "celerity-1",
-    "celerity-2",
-    "celerity-1-framework-queue",
-    "python-threads",
-    "python-prefork",
-    "celerity-python",
-    "framework-prefork",
-    "framework-threads",
-    "celerity-1-cluster",
-];
 
 struct Args {
     schedules: usize,
@@ -81,7 +68,7 @@ fn args(argv: &[String]) -> Args {
     let mut a = Args {
         schedules: 10_000,
         polls: 3,
-        contenders: ALL.iter().map(|s| s.to_string()).collect(),
+        contenders: W1_CONTENDERS.iter().map(|s| s.to_string()).collect(),
         inflight: 32,
         scaling: false,
         finished_rows: 0,
@@ -107,7 +94,7 @@ fn args(argv: &[String]) -> Args {
             "--contenders" => {
                 a.contenders = value.split(',').map(str::to_owned).collect();
                 for c in &a.contenders {
-                    assert!(ALL.contains(&c.as_str()), "unknown contender {c}; known: {ALL:?}");
+                    assert!(W1_CONTENDERS.contains(&c.as_str()), "unknown contender {c}; known: {W1_CONTENDERS:?}");
                 }
             }
             other => panic!("unknown argument {other}"),
