@@ -75,8 +75,10 @@ pub fn apply_poll(conn: &mut MysqlConnection, result: &PollResult, attempt: Opti
 
 /// [`apply_poll`] for a poll that loaded its row with [`load_for_poll`]:
 /// `retrying` says whether the schedule had retry bookkeeping then. Without
-/// it, a poll that leaves the schedule open skips the delete, one round trip
-/// of the six a poll costs. Bookkeeping a concurrent duplicate wrote after
+/// it, a poll that leaves the schedule open skips the delete of retry
+/// bookkeeping: a poll costs 5 statements (the load, `BEGIN`, the guarded
+/// `UPDATE`, the attempt `INSERT`, `COMMIT`) and a final one a sixth, 5.4
+/// per poll over W1 (BENCHMARKS.md). Bookkeeping a concurrent duplicate wrote after
 /// that load is cleared by the schedule's next poll, and a final poll always
 /// clears, so none outlives its schedule.
 pub fn apply_poll_seen(
