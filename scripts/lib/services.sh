@@ -3,6 +3,21 @@
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# One scripts/test or scripts/demo at a time on a machine: they share fixed
+# names (the demo's vhost and database) and the ports of the private servers
+# and clusters the tests start, so a second run waits instead of clobbering
+# the first. Held until the process exits; a run started by one that holds
+# it (the demo inside scripts/test) goes on.
+hold_machine_lock() {
+    [ -n "${CELERITY_MACHINE_LOCK_HELD:-}" ] && return 0
+    exec 9>"${TMPDIR:-/tmp}/celerity-services.lock"
+    if ! flock -n 9; then
+        log "another scripts/test or scripts/demo is running on this machine; waiting for it to end"
+        flock 9
+    fi
+    export CELERITY_MACHINE_LOCK_HELD=1
+}
+
 # Debian packages the build and the tests need, installed only when missing.
 ensure_packages() {
     local missing=()
