@@ -75,9 +75,31 @@ pub async fn wait_for_json_lines(
     }
 }
 
-/// A port nothing listens on right now.
+/// The ports [`free_port`] hands out: below the kernel's ephemeral range
+/// (32768 and up on Linux), so no port the kernel gives a `bind(0)` or an
+/// outgoing connection is ever one of them.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nothing listens on, claimed for this test process until it exits:
+/// the process holds a UDP socket bound to the same number, which the
+/// kernel frees when the process ends, and every test process skips a port
+/// whose UDP twin is taken. So two tests starting servers at once (nextest
+/// runs them in separate processes) never pick the same port between
+/// choosing it and binding it. The servers themselves listen on TCP.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    static HELD: std::sync::Mutex<Vec<std::net::UdpSocket>> = std::sync::Mutex::new(Vec::new());
+    let count = TEST_PORTS.end - TEST_PORTS.start;
+    let start = (uuid::Uuid::new_v4().as_u128() % u128::from(count)) as u16;
+    for i in 0..count {
+        let port = TEST_PORTS.start + (start + i) % count;
+        let Ok(claim) = std::net::UdpSocket::bind(("127.0.0.1", port)) else { continue };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(claim);
+        return port;
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// `BIN worker --example-plugin --broker-url BROKER --database-url DATABASE`,
@@ -90,5 +112,5 @@ pub fn example_worker(bin: PathBuf, broker: &str, database: &str) -> Command {
 
 /// A local address with a port free right now, for a server a test starts.
 pub fn free_local_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free local port")
+    std::net::SocketAddr::from(([127, 0, 0, 1], free_port()))
 }

@@ -2,11 +2,8 @@
 
 use std::sync::Arc;
 
-use lapin::message::Delivery;
 use tokio::sync::{Semaphore, watch};
 
-use super::incoming::Incoming;
-use super::settle::Settle;
 use crate::broker::{Patient, Publish, Publisher};
 use crate::tasks::{Ctx, Store};
 
@@ -28,13 +25,5 @@ impl<S: Store, P: Publish> Handler<S, P> {
     /// The handler of a session running `concurrency` tasks at once.
     pub fn new(ctx: Arc<Ctx<S, P>>, concurrency: usize, stopping: watch::Receiver<bool>) -> Handler<S, P> {
         Handler { ctx, permits: Semaphore::new(concurrency), stopping }
-    }
-
-    /// Handles one delivery, from decoding to settlement on `channel`, the
-    /// channel it came on.
-    pub async fn handle<C: Settle>(self: Arc<Self>, channel: C, delivery: Delivery) {
-        let incoming = Incoming::new(&self, delivery);
-        let handled = incoming.dispatch().await;
-        incoming.settle(&channel, handled).await;
     }
 }

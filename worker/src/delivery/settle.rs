@@ -8,9 +8,7 @@ use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::DeliveryTag;
 
-use super::incoming::Incoming;
-use crate::broker::Publish;
-use crate::tasks::{Handled, Settlement, Store};
+use crate::tasks::{Handled, Settlement};
 
 /// Where deliveries are acked or handed back: the channel they came on
 /// (a recorder in unit tests).
@@ -40,29 +38,26 @@ impl Settle for Channel {
     }
 }
 
-impl<S: Store, P: Publish> Incoming<'_, S, P> {
-    /// Acks a delivery whose effect is durable and any message it caused
-    /// confirmed; hands back one whose effect could not be made durable,
-    /// so it is delivered again; leaves unacked one that shutdown
-    /// interrupted, which the channel's close hands back. All on
-    /// `channel`, the one the delivery came on.
-    pub async fn settle(&self, channel: &impl Settle, handled: Handled) {
-        let tag = self.delivery.delivery_tag;
-        match handled.settlement() {
-            Settlement::Ack => {
-                tracing::debug!(outcome = handled.label(), "done");
-                if let Err(e) = channel.ack(tag).await {
-                    // The channel is gone: the broker redelivers the message.
-                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-                }
+/// Acks a delivery whose effect is durable and any message it caused
+/// confirmed; hands back one whose effect could not be made durable, so it
+/// is delivered again; leaves unacked one that shutdown interrupted, which
+/// the channel's close hands back. All on `channel`, the one the delivery
+/// `tag` came on.
+pub async fn settle(channel: &impl Settle, tag: DeliveryTag, handled: Handled) {
+    match handled.settlement() {
+        Settlement::Ack => {
+            tracing::debug!(outcome = handled.label(), "done");
+            if let Err(e) = channel.ack(tag).await {
+                // The channel is gone: the broker redelivers the message.
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered");
             }
-            Settlement::Requeue => {
-                tracing::warn!(outcome = ?handled, "handing the message back for redelivery");
-                if let Err(e) = channel.hand_back(tag).await {
-                    tracing::warn!(error = %e, "nack failed; the message will be redelivered");
-                }
-            }
-            Settlement::Leave => tracing::debug!(outcome = handled.label(), "left unacked for the channel's close"),
         }
+        Settlement::Requeue => {
+            tracing::warn!(outcome = ?handled, "handing the message back for redelivery");
+            if let Err(e) = channel.hand_back(tag).await {
+                tracing::warn!(error = %e, "nack failed; the message will be redelivered");
+            }
+        }
+        Settlement::Leave => tracing::debug!(outcome = handled.label(), "left unacked for the channel's close"),
     }
 }

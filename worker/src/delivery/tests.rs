@@ -84,11 +84,11 @@ async fn acks_and_hand_backs_both_go_to_the_channel_the_delivery_came_on() {
     let channel = Arc::new(Recorder::default());
     let mut d = delivery(topology::SCHEDULE_QUEUE.name, &message(topology::SCHEDULE_TASK), false);
     d.delivery_tag = 7;
-    handler.clone().handle(channel.clone(), d).await;
+    super::handle(handler.clone(), channel.clone(), d).await;
     assert_eq!(ctx.store.row(T).invoke_count, 2, "it ran");
     ctx.publisher.refuse_next(1);
     let garbage = Delivery::mock(8, "".into(), "plugin_schedule".into(), false, b"{".to_vec());
-    handler.handle(channel.clone(), garbage).await;
+    super::handle(handler, channel.clone(), garbage).await;
     assert_eq!(*channel.0.lock().unwrap(), [("ack", 7), ("hand back", 8)]);
 }
 

@@ -24,7 +24,7 @@ use crate::control::endpoint::Health;
 use crate::control::events::{self, Events};
 use crate::control::inflight::InFlight;
 use crate::control::{pidbox, queue_stats};
-use crate::delivery::Handler;
+use crate::delivery::{self, Handler};
 use crate::plugins::{Plugins, Runs};
 use crate::tasks::Ctx;
 use crate::tasks::messages::Sender;
@@ -135,7 +135,7 @@ pub(super) async fn session<F: Future<Output = ()>>(
             }
             delivery = rx.recv() => match delivery {
                 Some((channel, delivery)) => {
-                    tasks.spawn(handler.clone().handle(channel, delivery));
+                    tasks.spawn(delivery::handle(handler.clone(), channel, delivery));
                 }
                 // The consumers hold a sender: the channel never closes while they run.
                 None => break SessionEnd::Lost("the delivery feed closed".into()),
