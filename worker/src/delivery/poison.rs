@@ -73,5 +73,8 @@ pub async fn check(
 /// delivery's copies, and any copy a task publishes (a retry, a message
 /// set aside or parked, a pending FAIL, a step sent again) is a fresh message.
 pub fn uncount(msg: &mut TaskMessage) {
-    msg.extra_headers = without(&without(&msg.extra_headers, DELIVERIES_HEADER), QUORUM_COUNT_HEADER);
+    // Most deliveries carry neither: leave their headers as they are.
+    if [DELIVERIES_HEADER, QUORUM_COUNT_HEADER].iter().any(|name| msg.extra_headers.contains_key(name)) {
+        msg.extra_headers = without(&without(&msg.extra_headers, DELIVERIES_HEADER), QUORUM_COUNT_HEADER);
+    }
 }
