@@ -80,21 +80,21 @@ impl VhostUser {
 
 impl Drop for VhostUser {
     fn drop(&mut self) {
-        let _ = Command::new("timeout")
-            .args([RABBITMQCTL_TIMEOUT, "rabbitmqctl", "delete_user", &self.name])
-            .stdout(Stdio::null())
-            .status();
+        clean_up(&["delete_user", &self.name]);
     }
 }
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        // Bounded: a test must not hang on its clean-up.
-        let _ = Command::new("timeout")
-            .args([RABBITMQCTL_TIMEOUT, "rabbitmqctl", "delete_vhost", &self.name])
-            .stdout(Stdio::null())
-            .status();
+        clean_up(&["delete_vhost", &self.name]);
     }
+}
+
+/// `rabbitmqctl ARGS` as a clean-up: bounded, so a test never hangs on it,
+/// and its outcome ignored.
+fn clean_up(args: &[&str]) {
+    let _ =
+        Command::new("timeout").arg(RABBITMQCTL_TIMEOUT).arg("rabbitmqctl").args(args).stdout(Stdio::null()).status();
 }
 
 /// Seconds any one `rabbitmqctl` call may take before the harness gives up on it.
