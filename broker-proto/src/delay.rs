@@ -25,9 +25,18 @@ pub fn level_name(n: u32) -> String {
 /// The topic exchange that hands due messages to their destination queues.
 pub const DELIVERY_EXCHANGE: &str = "celerity.delay.delivery";
 
-/// The exchange a delayed message is published to.
+/// The top level's exchange, where any delay key may enter.
 pub fn entry_exchange() -> String {
     level_name(LEVELS - 1)
+}
+
+/// The exchange a delay of `delay_secs` enters at: the level of its highest
+/// set bit. The levels above would only pass it on (their bits are 0), and
+/// each of those topic-exchange hops costs the broker a routing of a
+/// 28-word key for nothing.
+pub fn entry_exchange_for(delay_secs: u64) -> String {
+    let d = delay_secs.clamp(1, MAX_DELAY_SECS);
+    level_name(63 - d.leading_zeros())
 }
 
 /// The routing key carrying `delay_secs` (capped at [`MAX_DELAY_SECS`]) to `routing_key`.
@@ -103,6 +112,21 @@ mod tests {
         assert_eq!(waited(&routing_key(u64::MAX, "q")), MAX_DELAY_SECS, "longer delays are capped");
         assert_eq!(destination("plugin_schedule"), None);
         assert_eq!(destination("1.2.3"), None);
+    }
+
+    #[test]
+    fn a_delay_enters_at_its_highest_set_bit() {
+        assert_eq!(entry_exchange_for(1), level_name(0));
+        assert_eq!(entry_exchange_for(10), level_name(3));
+        assert_eq!(entry_exchange_for(3600), level_name(11));
+        assert_eq!(entry_exchange_for(MAX_DELAY_SECS), entry_exchange());
+        assert_eq!(entry_exchange_for(u64::MAX), entry_exchange(), "capped as the key is");
+        // Every level above the entry would have routed the key on: its bit is 0.
+        for d in [1u64, 2, 10, 60, 3600, 86_400] {
+            let top = 63 - d.leading_zeros();
+            let key = routing_key(d, "q");
+            assert!(key.split('.').take((LEVELS - 1 - top) as usize).all(|bit| bit == "0"), "{key}");
+        }
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub const DELETE_TASK: &str = "bk_plugin_framework.runtime.schedule.celery.tasks
 /// message of a schedule goes through `plugin_schedule`.
 pub const NEXT_POLL_QUEUE: &str = "celerity.schedule";
 
+/// Celerity's queue for next polls due within the countdown window
+/// (`--countdown-window`): workers consume it with room to hold each
+/// message, unacked, until it is due, so a countdown costs the broker one
+/// enqueue, as a poll due now does, instead of a trip through the delay
+/// levels. Only Celerity workers consume it; `celerity hand-back` empties it.
+pub const COUNTDOWN_QUEUE: &str = "celerity.countdown";
+
 /// One of the framework's queues and the task its producers send to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSpec {

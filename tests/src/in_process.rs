@@ -42,6 +42,9 @@ pub struct InProcessWorker {
 impl InProcessWorker {
     /// Starts `celerity::worker::run_with` on the current runtime.
     pub fn start(config: celerity::config::WorkerConfig, registry: celerity::plugins::Registry) -> InProcessWorker {
+        if std::env::var_os("CELERITY_TEST_LOG").is_some() {
+            celerity::control::logging::init(config.log_format, config.log_level);
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(celerity::worker::run_with(config, registry, async move {
             let _ = stopped.await;

@@ -33,7 +33,11 @@ async fn celery_inspect_gets_answers_from_a_celerity_worker() {
     );
     let queues = reply(&vhost.url(), "active_queues", &node).await;
     let names: Vec<&str> = queues.as_array().unwrap().iter().filter_map(|q| q["name"].as_str()).collect();
-    assert_eq!(names, ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule"], "{queues}");
+    assert_eq!(
+        names,
+        ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule", "celerity.countdown"],
+        "{queues}"
+    );
 
     // Addressed to another node: this one stays silent, so nobody replies.
     let other = format!("{}@elsewhere", unique("node"));

@@ -3,9 +3,13 @@
 //! fatal ones fail fast, a FAIL the database cannot take waits in flight, and
 //! malformed messages are dead-lettered.
 //!
-//! Retries of a second or more go into the broker's delay topology. A "tap"
-//! queue bound to its entry exchange (and to the framework's `default`
-//! exchange, where the test publishes) gets a copy of every one.
+//! Retries of a second or more go into the broker's delay topology, entering
+//! at the level of their delay's highest bit. A "tap" queue bound to every
+//! level exchange (and to the framework's `default` exchange, where the test
+//! publishes) gets a copy of every one, once per level it passes: the tap
+//! keeps the first. Retry countdowns here are 2 s or more: one under 2 s is
+//! due within a second by the time it is sent, goes straight to its queue
+//! and passes no exchange a tap can bind to.
 
 use std::time::{Duration, Instant};
 
@@ -42,15 +46,17 @@ async fn broker(vhost: &Vhost) -> (lapin::Connection, Channel) {
     )
     .await
     .unwrap();
-    ch.queue_bind(
-        TAP.into(),
-        delay::entry_exchange().as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    for level in 0..delay::LEVELS {
+        ch.queue_bind(
+            TAP.into(),
+            delay::level_name(level).as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
     (conn, ch)
 }
 
@@ -78,8 +84,15 @@ async fn tap_until(
 ) -> Vec<(TaskMessage, FieldTable)> {
     let start = Instant::now();
     let mut seen = Vec::new();
+    let mut copies = std::collections::HashSet::new();
     loop {
-        seen.extend(drain(ch, TAP).await);
+        // One publish, tapped at each level it passes: the first copy counts.
+        for (m, h) in drain(ch, TAP).await {
+            let fail = h.inner().get("x-celerity-fail").and_then(header::as_text).map(str::to_owned);
+            if copies.insert((m.id.clone(), m.retries, m.eta, fail)) {
+                seen.push((m, h));
+            }
+        }
         if done(&seen) {
             return seen;
         }
@@ -111,7 +124,7 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     let (mut server, tdb, trace_id) = private_server_with_schedule(1);
     server.stop();
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.backoff.base = Duration::from_secs(1);
+    config.backoff.base = Duration::from_secs(2);
     config.backoff.max = Duration::from_secs(4);
     config.backoff.max_retries = 10;
     config.db.checkout_timeout = Duration::from_millis(300);
@@ -129,7 +142,7 @@ async fn database_down_at_load_is_retried_with_backoff_then_succeeds() {
     }
     // eta(n) - eta(n-1) = the failed try (a checkout timeout, ~0.3 s) + countdown(n);
     // the first also includes the worker's start-up.
-    let expected = [1.0, 2.0, 4.0];
+    let expected = [2.0, 4.0, 4.0];
     let mut previous = sent_at;
     for (m, countdown) in retries.iter().zip(expected) {
         let gap = secs(m.eta.unwrap(), previous);
@@ -185,7 +198,7 @@ async fn lock_wait_at_update_is_retried_and_bookkept_then_succeeds() {
     locked_rx.recv().unwrap();
     let mut config = worker_config(&vhost.url(), &tdb.url());
     config.db.lock_wait_timeout = Duration::from_secs(1);
-    config.backoff.base = Duration::from_secs(1);
+    config.backoff.base = Duration::from_secs(2);
     let worker = InProcessWorker::start(config, Registry::with_builtin());
     publish_via_exchange(&ch, &schedule_message(&trace_id)).await;
 
@@ -224,8 +237,8 @@ async fn database_down_past_the_retry_budget_ends_fail_once_it_returns() {
     server.stop();
 
     let mut config = worker_config(&vhost.url(), &tdb.url());
-    config.backoff.base = Duration::from_secs(1);
-    config.backoff.max = Duration::from_secs(1);
+    config.backoff.base = Duration::from_secs(2);
+    config.backoff.max = Duration::from_secs(2);
     config.backoff.max_retries = 2;
     config.db.checkout_timeout = Duration::from_millis(200);
     let worker = InProcessWorker::start(config, Registry::with_builtin());

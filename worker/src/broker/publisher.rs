@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use broker_proto::{TaskMessage, delay, encode, topology};
+use broker_proto::{FieldTable, TaskMessage, delay, encode, topology};
 use chrono::{DateTime, FixedOffset, Utc};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
@@ -47,6 +47,9 @@ pub struct Publisher {
     /// Messages due within this window are published straight to their
     /// queue; the consuming worker holds them in memory until due.
     direct_within: Duration,
+    /// Next polls for Celerity's own queue due within this window go to the
+    /// countdown queue (zero: never).
+    countdowns_within: Duration,
 }
 
 impl Publisher {
@@ -54,7 +57,14 @@ impl Publisher {
     /// (the eta window) skip the delay topology.
     pub async fn new(channel: Channel, direct_within: Duration) -> Result<Publisher, BrokerError> {
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { channel, direct_within })
+        Ok(Publisher { channel, direct_within, countdowns_within: Duration::ZERO })
+    }
+
+    /// Sends messages for [`topology::NEXT_POLL_QUEUE`] due within `window`
+    /// to [`topology::COUNTDOWN_QUEUE`] (declared by the caller), where a
+    /// worker holds them until due.
+    pub fn with_countdowns(self, window: Duration) -> Publisher {
+        Publisher { countdowns_within: window, ..self }
     }
 
     /// Publishes raw bytes, confirmed; a message that reaches no queue is an error.
@@ -85,9 +95,12 @@ impl Publisher {
     }
 }
 
-/// Through the delay topology when the eta is a second or more away and
-/// beyond the eta window, straight to the queue otherwise. The message is
-/// the same either way; only when it arrives differs.
+/// Where a message goes by when it is due: straight to its queue when due
+/// within the eta window (or under a second, the delay levels'
+/// resolution); to the countdown queue when it is a next poll for
+/// Celerity's own queue due within the countdown window; through the delay
+/// levels otherwise. The message is the same either way; only where it
+/// waits differs.
 impl Publish for Publisher {
     async fn publish_to_queue(
         &self,
@@ -96,14 +109,67 @@ impl Publish for Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        let properties = without_dead_letter_history(properties);
         let wait = eta.map_or(0, |eta| (eta.with_timezone(&Utc) - Utc::now()).num_milliseconds().max(0) as u64);
-        // Whole seconds, to the nearest: the delay queues count in seconds,
-        // and what arrives early is waited out in memory (the eta window).
-        let delay = (wait + 500) / 1000;
+        // Whole seconds, rounded down: the delay levels count in seconds, and
+        // what arrives up to a second early is waited out in memory, so a
+        // countdown is never late by the rounding.
+        let delay = wait / 1000;
         if delay == 0 || u128::from(wait) <= self.direct_within.as_millis() {
             self.publish(topology::DEFAULT_EXCHANGE, queue, body, properties).await
+        } else if queue == topology::NEXT_POLL_QUEUE && u128::from(wait) <= self.countdowns_within.as_millis() {
+            self.publish(topology::DEFAULT_EXCHANGE, topology::COUNTDOWN_QUEUE, body, properties).await
         } else {
-            self.publish(&delay::entry_exchange(), &delay::routing_key(delay, queue), body, properties).await
+            self.publish(&delay::entry_exchange_for(delay), &delay::routing_key(delay, queue), body, properties).await
         }
+    }
+}
+
+/// The headers RabbitMQ writes when it dead-letters a message.
+const DEAD_LETTER_HISTORY: [&str; 7] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+/// `properties` without the dead-letter history of an earlier trip through
+/// the delay levels. A retry or a moved message is a new publish; carrying
+/// the old `x-death` would make RabbitMQ see a cycle when the new trip
+/// passes a level queue the old one passed, and drop the message silently.
+fn without_dead_letter_history(properties: BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers().as_ref() else { return properties };
+    if !DEAD_LETTER_HISTORY.iter().any(|h| headers.contains_key(*h)) {
+        return properties;
+    }
+    let mut kept = FieldTable::default();
+    for (k, v) in headers {
+        if !DEAD_LETTER_HISTORY.contains(&k.as_str()) {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    properties.with_headers(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use broker_proto::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_history_is_not_sent_again() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        headers.insert("x-first-death-queue".into(), broker_proto::header::text("celerity.delay.00"));
+        headers.insert("id".into(), broker_proto::header::text("kept"));
+        let out = without_dead_letter_history(BasicProperties::default().with_headers(headers));
+        let out = out.headers().as_ref().unwrap();
+        assert_eq!(out.inner().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["id"]);
+        let none = without_dead_letter_history(BasicProperties::default());
+        assert!(none.headers().is_none());
     }
 }

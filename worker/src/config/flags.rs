@@ -284,6 +284,12 @@ pub struct WorkerArgs {
     /// Seconds: messages due sooner wait in memory, later ones in the broker's delay queues.
     #[arg(long, env = "CELERITY_ETA_WINDOW", default_value_t = Secs(config::DEFAULT_ETA_WINDOW))]
     pub eta_window: Secs,
+    /// Seconds: next polls due sooner wait in the countdown queue, then in a worker's memory (at most 600).
+    #[arg(long, env = "CELERITY_COUNTDOWN_WINDOW", default_value_t = Secs(config::DEFAULT_COUNTDOWN_WINDOW))]
+    pub countdown_window: Secs,
+    /// Countdowns held in memory at once, beyond the concurrency (the countdown queue's prefetch).
+    #[arg(long, env = "CELERITY_COUNTDOWN_HOLD", default_value_t = config::DEFAULT_COUNTDOWN_HOLD)]
+    pub countdown_hold: u16,
     /// Type of the framework's queues: classic (x-max-priority = 255, as its producers declare them) or quorum.
     #[arg(long, env = "CELERITY_QUEUE_TYPE", value_enum, default_value = "classic")]
     pub queue_type: QueueType,

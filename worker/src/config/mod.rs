@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use broker_proto::topology::{COUNTDOWN_QUEUE, NEXT_POLL_QUEUE};
 use celerity_db::DbConfig;
 
 pub use self::backoff::Backoff;
@@ -28,6 +29,18 @@ pub const DEFAULT_ETA_HOLD: u16 = 100;
 /// Messages due within this window wait in memory; later ones go to the
 /// broker. A second matches the delay topology's one-second resolution.
 pub const DEFAULT_ETA_WINDOW: Duration = Duration::from_secs(1);
+/// Next polls due within this window go to [`broker_proto::topology::COUNTDOWN_QUEUE`]
+/// and wait in a worker's memory, unacked; later ones go through the delay
+/// levels. A minute covers the intervals plugins poll at, and stays far
+/// below RabbitMQ's `consumer_timeout` (30 minutes by default).
+pub const DEFAULT_COUNTDOWN_WINDOW: Duration = Duration::from_secs(60);
+/// The longest countdown window: held deliveries must stay far from
+/// RabbitMQ's default `consumer_timeout` (30 minutes).
+pub const MAX_COUNTDOWN_WINDOW: Duration = Duration::from_secs(600);
+/// Countdowns one worker holds at once (its prefetch on the countdown queue
+/// beyond the concurrency): enough for 10,000 running schedules polling
+/// within the window; the rest wait in the queue, in due order.
+pub const DEFAULT_COUNTDOWN_HOLD: u16 = 10_000;
 /// Deliveries of one message before it is declared poison and dead-lettered.
 pub const DEFAULT_MAX_DELIVERIES: u32 = crate::broker::topology::DEFAULT_DELIVERY_LIMIT;
 /// How long in-flight polls may finish after SIGTERM before they are handed back.
@@ -147,6 +160,11 @@ pub struct WorkerConfig {
     /// Deliveries due within this window are held in memory; later ones are
     /// moved to the broker's delay topology.
     pub eta_window: Duration,
+    /// Next polls due within this window wait in the countdown queue and
+    /// then in a worker's memory; later ones in the delay levels.
+    pub countdown_window: Duration,
+    /// Extra prefetch on the countdown queue: countdowns held at once.
+    pub countdown_hold: u16,
     /// The framework's queues: classic priority queues or quorum queues.
     pub queue_type: QueueType,
     /// Celerity's own queues: classic or quorum.
@@ -237,6 +255,8 @@ impl WorkerConfig {
             concurrency: DEFAULT_CONCURRENCY,
             eta_hold: DEFAULT_ETA_HOLD,
             eta_window: DEFAULT_ETA_WINDOW,
+            countdown_window: DEFAULT_COUNTDOWN_WINDOW,
+            countdown_hold: DEFAULT_COUNTDOWN_HOLD,
             queue_type: QueueType::Classic,
             celerity_queue_type: QueueType::Classic,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
@@ -273,6 +293,9 @@ impl WorkerConfig {
         if polls && !queues.contains(&self.next_poll_queue) {
             queues.push(self.next_poll_queue.clone());
         }
+        if queues.iter().any(|q| q == NEXT_POLL_QUEUE) && !queues.iter().any(|q| q == COUNTDOWN_QUEUE) {
+            queues.push(COUNTDOWN_QUEUE.to_owned());
+        }
         queues
     }
 
@@ -287,7 +310,35 @@ impl WorkerConfig {
         if !queues.contains(&self.next_poll_queue) {
             queues.push(self.next_poll_queue.clone());
         }
+        if self.countdowns_queued() && !queues.iter().any(|q| q == COUNTDOWN_QUEUE) {
+            queues.push(COUNTDOWN_QUEUE.to_owned());
+        }
         queues
+    }
+
+    /// Whether next polls due within the countdown window go to the
+    /// countdown queue: only when they go to Celerity's own next-poll queue,
+    /// which only Celerity workers consume (a Python worker on
+    /// `plugin_schedule` never reads the countdown queue).
+    pub fn countdowns_queued(&self) -> bool {
+        self.next_poll_queue == NEXT_POLL_QUEUE
+    }
+
+    /// How long a delivery from `queue` may wait in memory for its eta.
+    pub fn hold_window(&self, queue: &str) -> Duration {
+        if queue == COUNTDOWN_QUEUE { self.countdown_window.max(self.eta_window) } else { self.eta_window }
+    }
+
+    /// The prefetch of `queue`'s consumer: the countdown queue's holds
+    /// `--countdown-hold` countdowns beyond the concurrency, the others
+    /// [`WorkerConfig::prefetch`]. A large prefetch on a queue of polls due
+    /// now would let one worker take a backlog its peers could share.
+    pub fn prefetch_for(&self, queue: &str) -> u16 {
+        if queue == COUNTDOWN_QUEUE {
+            u16::try_from(self.concurrency).unwrap_or(u16::MAX).saturating_add(self.countdown_hold)
+        } else {
+            self.prefetch()
+        }
     }
 
     /// Deliveries unacked at once: the concurrency for running polls, plus
@@ -311,21 +362,32 @@ mod tests {
         let mut config = WorkerConfig::new(DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL);
         assert_eq!(
             config.consumed_queues(),
-            ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule"]
+            ["plugin_schedule", "plugin_callback", "schedule_delete", "celerity.schedule", "celerity.countdown"]
         );
         config.queues = vec!["plugin_callback".into()];
         assert_eq!(config.consumed_queues(), ["plugin_callback"]);
-        assert_eq!(config.declared_queues(), ["plugin_callback", "celerity.schedule"]);
+        assert_eq!(
+            config.declared_queues(),
+            ["plugin_callback", "celerity.schedule", "celerity.countdown"],
+            "its next polls may go to the countdown queue"
+        );
         config.queues = vec!["plugin_schedule".into()];
         config.next_poll_queue = "plugin_schedule".into();
+        assert!(!config.countdowns_queued(), "a Python worker never reads the countdown queue");
         assert_eq!(config.consumed_queues(), ["plugin_schedule"]);
+        assert_eq!(config.declared_queues(), ["plugin_schedule"]);
     }
 
     #[test]
     fn prefetch_is_concurrency_plus_eta_hold_and_saturates() {
         let mut config = WorkerConfig::new(DEFAULT_BROKER_URL, DEFAULT_DATABASE_URL);
         assert_eq!(config.prefetch(), 116);
+        assert_eq!(config.prefetch_for("celerity.schedule"), 116, "polls due now: a small prefetch");
+        assert_eq!(config.prefetch_for("celerity.countdown"), 10_016, "countdowns: room to hold them");
+        assert_eq!(config.hold_window("celerity.countdown"), DEFAULT_COUNTDOWN_WINDOW);
+        assert_eq!(config.hold_window("celerity.schedule"), DEFAULT_ETA_WINDOW);
         config.concurrency = 1 << 20;
         assert_eq!(config.prefetch(), u16::MAX);
+        assert_eq!(config.prefetch_for("celerity.countdown"), u16::MAX);
     }
 }

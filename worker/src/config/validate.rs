@@ -50,6 +50,13 @@ impl WorkerArgs {
         if (pool_size as usize) < self.concurrency {
             return Err(format!("--db-pool-size {pool_size} is below --concurrency {}", self.concurrency));
         }
+        if self.countdown_window.0 > super::MAX_COUNTDOWN_WINDOW {
+            return Err(format!(
+                "--countdown-window {} s is above {} s: a countdown held that long nears RabbitMQ's consumer_timeout",
+                self.countdown_window.0.as_secs(),
+                super::MAX_COUNTDOWN_WINDOW.as_secs()
+            ));
+        }
         Ok(WorkerConfig {
             settings_from,
             broker_url: broker.url,
@@ -69,6 +76,8 @@ impl WorkerArgs {
             concurrency: self.concurrency,
             eta_hold: self.eta_hold,
             eta_window: self.eta_window.0,
+            countdown_window: self.countdown_window.0,
+            countdown_hold: self.countdown_hold,
             queue_type: self.queue_type,
             celerity_queue_type: self.celerity_queue_type.unwrap_or(self.queue_type),
             max_deliveries: self.max_deliveries.max(1),

@@ -5,8 +5,9 @@
 //! [`super::settle`]'s.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use broker_proto::{DecodeOptions, TaskMessage, delay};
+use broker_proto::{DecodeOptions, TaskMessage, delay, topology};
 use chrono::Utc;
 use lapin::message::Delivery;
 use tracing::Instrument;
@@ -28,6 +29,9 @@ pub struct Incoming<'h, S, P> {
     pub delivery: Delivery,
     /// The queue it came from and whether it was delivered before.
     pub origin: Origin,
+    /// How long it may wait in memory for its eta: longer for the
+    /// countdown queue, whose consumer has room for that.
+    pub hold_window: Duration,
 }
 
 /// A delivery decoded and routed to a task, tracked from `task-received`
@@ -43,11 +47,16 @@ impl<'h, S: Store, P: Publish> Incoming<'h, S, P> {
     /// `delivery`, as its session's `handler` receives it.
     pub fn new(handler: &'h Handler<S, P>, delivery: Delivery) -> Self {
         let routing_key = delivery.routing_key.as_str();
-        let origin = Origin {
-            queue: delay::destination(routing_key).unwrap_or(routing_key).to_owned(),
-            redelivered: poison::deliveries(&delivery) > 1,
+        let hold_window = handler.ctx.config.hold_window(routing_key);
+        // A held countdown is a next poll: when it moves, is set aside or is
+        // retried, it goes where next polls go (and from there, by its eta,
+        // back to the countdown queue or to the delay levels).
+        let queue = match delay::destination(routing_key).unwrap_or(routing_key) {
+            topology::COUNTDOWN_QUEUE => topology::NEXT_POLL_QUEUE,
+            queue => queue,
         };
-        Incoming { handler, delivery, origin }
+        let origin = Origin { queue: queue.to_owned(), redelivered: poison::deliveries(&delivery) > 1 };
+        Incoming { handler, delivery, origin, hold_window }
     }
 
     fn ctx(&self) -> &'h Ctx<S, P> {
@@ -171,7 +180,9 @@ impl<S: Store, P: Publish> Routed<'_, '_, S, P> {
         let Some((eta, Ok(wait))) = self.msg.eta.map(|eta| (eta, (eta.with_timezone(&Utc) - now).to_std())) else {
             return Ok(());
         };
-        if wait > ctx.config.eta_window {
+        // Under a second is always waited out here: the delay levels count
+        // whole seconds and would hand it straight back.
+        if wait > incoming.hold_window.max(Duration::from_secs(1)) {
             // Not due soon: the broker keeps it, not this worker's memory.
             let d = &incoming.delivery;
             let moved =

@@ -50,7 +50,8 @@ struct QueueChannel {
 /// Consumers of one session, by queue.
 pub(super) struct Consumers {
     hostname: String,
-    prefetch: u16,
+    /// Each queue's prefetch ([`crate::config::WorkerConfig::prefetch_for`]).
+    prefetch: BTreeMap<String, u16>,
     feed: Feed,
     channels: BTreeMap<String, QueueChannel>,
     /// One forwarding task per consumer.
@@ -60,8 +61,8 @@ pub(super) struct Consumers {
 }
 
 impl Consumers {
-    /// No consumers yet; each will take up to `prefetch` unacked deliveries.
-    pub(super) fn new(hostname: &str, prefetch: u16, feed: Feed) -> Consumers {
+    /// No consumers yet; each queue's will take up to its `prefetch` unacked deliveries.
+    pub(super) fn new(hostname: &str, prefetch: BTreeMap<String, u16>, feed: Feed) -> Consumers {
         Consumers {
             hostname: hostname.to_owned(),
             prefetch,
@@ -91,7 +92,8 @@ impl Consumers {
             };
             opened = Some(channel.clone());
             if fresh {
-                channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+                let prefetch = self.prefetch.get(queue).copied().unwrap_or(1);
+                channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
             }
             let tag = format!("{}.{queue}", self.hostname);
             let consumer = channel

@@ -50,7 +50,9 @@ pub(super) async fn session<F: Future<Output = ()>>(
     running: &mut bool,
     shutdown: &mut Pin<&mut F>,
 ) -> Result<SessionEnd, WorkerError> {
-    let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window).await?;
+    let publisher = Publisher::new(conn.create_channel().await.map_err(BrokerError::from)?, config.eta_window)
+        .await?
+        .with_countdowns(if config.countdowns_queued() { config.countdown_window } else { Duration::ZERO });
     let prefetch = config.prefetch();
     // As deep as one consumer's prefetch; a full feed makes the consumers wait.
     let (feed, mut rx) = mpsc::channel(usize::from(prefetch.max(1)));

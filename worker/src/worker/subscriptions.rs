@@ -104,9 +104,13 @@ impl Subscriptions {
         Subscriptions {
             kinds: config.queue_kinds(),
             undeclared: parts(&config.declared_queues()),
-            queues,
             waiting: BTreeMap::new(),
-            consumers: Consumers::new(&config.hostname, config.prefetch(), feed),
+            consumers: Consumers::new(
+                &config.hostname,
+                queues.iter().map(|q| (q.clone(), config.prefetch_for(q))).collect(),
+                feed,
+            ),
+            queues,
             paused,
             running,
             health,
