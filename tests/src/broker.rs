@@ -32,6 +32,11 @@ impl Vhost {
         format!("{}/{}", amqp_base(), self.name)
     }
 
+    /// The vhost's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Each queue of this vhost and its type (`classic`, `quorum`), as the broker reports them.
     pub fn queue_types(&self) -> std::collections::BTreeMap<String, String> {
         let out = Command::new("timeout")

@@ -15,7 +15,8 @@ use crate::{TestDatabase, example_data, insert_schedule, publish_task, task_mess
 /// the order of its table: the raw loop; Celerity with one and two workers,
 /// with its next polls on the framework's queue, and on a 3-node RabbitMQ
 /// cluster; Python Celery with threads and with prefork; the framework's
-/// Python plugin in Celerity's hosts and in the framework's own worker.
+/// Python plugin in Celerity's hosts and in the framework's own worker
+/// (prefork, threads, and as the plugin template runs it: `-P threads -c 500`).
 pub const W1_CONTENDERS: &[&str] = &[
     "raw",
     "celerity-1",
@@ -26,6 +27,7 @@ pub const W1_CONTENDERS: &[&str] = &[
     "celerity-python",
     "framework-prefork",
     "framework-threads",
+    "framework-template",
     "celerity-1-cluster",
 ];
 

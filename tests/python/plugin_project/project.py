@@ -4,6 +4,12 @@
                           BKPluginExecutor.execute for each spec, as the
                           plugin runtime's invoke API does: the plugin's first
                           execute, the schedule row, the first `schedule` task
+  produce-paced VERSION PREFIX COUNT SPREAD_S PROCS INPUTS_JSON
+                          COUNT schedules of VERSION with INPUTS_JSON, trace
+                          ids PREFIX<i:08>, created as `produce` does at an
+                          even rate over SPREAD_S seconds by PROCS processes
+                          (one process cannot keep up with hundreds a
+                          second); prints how late the last one was
   callback TRACE_ID ID DATA_JSON
                           the framework's callback API: the `callback` task
   read TRACE_ID           what the framework's readers see: the Schedule
@@ -40,6 +46,46 @@ def produce(specs):
         print(json.dumps({"trace_id": spec["trace_id"], "state": result.state.value, "err": result.err}))
 
 
+def produce_paced(version, prefix, count, spread, procs, inputs):
+    import os
+    import time
+
+    from django.db import connections
+
+    # Each process opens its own database and broker connections after the fork.
+    connections.close_all()
+    start = time.time() + 0.5
+    children = []
+    for k in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            from bk_plugin_framework.hub import VersionHub
+            from bk_plugin_framework.runtime.executor import BKPluginExecutor
+
+            plugin = VersionHub.all_plugins()[version]
+            late = 0.0
+            for i in range(k, count, procs):
+                due = start + spread * i / count
+                now = time.time()
+                if now < due:
+                    time.sleep(due - now)
+                else:
+                    late = max(late, now - due)
+                result = BKPluginExecutor(trace_id="%s%08d" % (prefix, i)).execute(
+                    plugin_cls=plugin, inputs=inputs, context_inputs={}
+                )
+                if result.err:
+                    print("execute failed: %s" % result.err, file=sys.stderr)
+                    os._exit(1)
+            print(json.dumps({"process": k, "latest_s": round(late, 3)}))
+            sys.stdout.flush()
+            os._exit(0)
+        children.append(pid)
+    failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+    if failed:
+        sys.exit("%d producer process(es) failed" % len(failed))
+
+
 def callback(trace_id, callback_id, data):
     from bk_plugin_framework.runtime.callback.api import callback as send
 
@@ -71,6 +117,9 @@ if __name__ == "__main__":
         # "@FILE" reads the specs from a file (thousands do not fit a command line nicely).
         text = open(sys.argv[2][1:]).read() if sys.argv[2].startswith("@") else sys.argv[2]
         produce(json.loads(text))
+    elif command == "produce-paced":
+        version, prefix, count, spread, procs, inputs = sys.argv[2:8]
+        produce_paced(version, prefix, int(count), float(spread), int(procs), json.loads(inputs))
     elif command == "callback":
         callback(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     elif command == "read":

@@ -17,9 +17,10 @@
 //!   100` and `-P prefork -c 2`;
 //! - `celerity-python`: one worker running the plugin project's Python
 //!   plugin `1.0.0` (the example plugin's twin) in its plugin hosts;
-//! - `framework-prefork`, `framework-threads`: the framework's own Celery
-//!   worker (bk-plugin-framework 2.3.15) with the same Python plugin, `-P
-//!   prefork -c 2` and `-P threads -c 100`;
+//! - `framework-prefork`, `framework-threads`, `framework-template`: the
+//!   framework's own Celery worker (bk-plugin-framework 2.3.15) with the
+//!   same Python plugin, `-P prefork -c 2`, `-P threads -c 100`, and as the
+//!   plugin template runs it, `-P threads -c 500`;
 //! - `celerity-1-cluster`: one worker on a 3-node RabbitMQ cluster of its
 //!   own (a failover list of the three), Celerity's own queues quorum, the
 //!   framework's classic.
@@ -160,7 +161,12 @@ fn spawn(contender: &str, k: usize, broker: &str, db: &TestDatabase, inflight: u
         }
         framework if framework.starts_with("framework-") => {
             // The framework's own Celery worker with the same Python plugin.
-            let (pool, n) = if framework == "framework-threads" { ("threads", "100") } else { ("prefork", "2") };
+            let (pool, n) = match framework {
+                "framework-threads" => ("threads", "100"),
+                // As the plugin template's Procfile runs it.
+                "framework-template" => ("threads", "500"),
+                _ => ("prefork", "2"),
+            };
             let mut c = Command::new(python());
             c.args(["-m", "celery", "-A", "plugin_project.celery_app", "worker", "-P", pool, "-c", n])
                 .args(["-Q", "plugin_schedule", "--without-gossip", "--without-mingle", "-l", "WARNING"])

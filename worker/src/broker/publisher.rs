@@ -142,7 +142,7 @@ const DEAD_LETTER_HISTORY: [&str; 7] = [
 /// passes a level queue the old one passed, and drop the message silently.
 fn without_dead_letter_history(properties: BasicProperties) -> BasicProperties {
     let Some(headers) = properties.headers().as_ref() else { return properties };
-    if !DEAD_LETTER_HISTORY.iter().any(|h| headers.contains_key(*h)) {
+    if !DEAD_LETTER_HISTORY.iter().any(|h| headers.contains_key(h)) {
         return properties;
     }
     let mut kept = FieldTable::default();

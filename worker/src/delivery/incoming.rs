@@ -185,8 +185,14 @@ impl<S: Store, P: Publish> Routed<'_, '_, S, P> {
         if wait > incoming.hold_window.max(Duration::from_secs(1)) {
             // Not due soon: the broker keeps it, not this worker's memory.
             let d = &incoming.delivery;
-            let moved =
-                ctx.publisher.publish_to_queue(&incoming.origin.queue, Some(eta), &d.data, d.properties.clone()).await;
+            // A producer's schedule task with a countdown (the framework's
+            // first poll after `wait_poll`) waits where Celerity's own next
+            // polls wait: held in the countdown queue when due soon enough.
+            let to = match incoming.origin.queue.as_str() {
+                q if q == topology::SCHEDULE_QUEUE.name && ctx.config.countdowns_queued() => topology::NEXT_POLL_QUEUE,
+                q => q,
+            };
+            let moved = ctx.publisher.publish_to_queue(to, Some(eta), &d.data, d.properties.clone()).await;
             return Err(moved.map(|()| Handled::MovedToDelay).into());
         }
         self.tracked.scheduled(eta);

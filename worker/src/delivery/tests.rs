@@ -161,7 +161,8 @@ async fn a_message_due_beyond_the_eta_window_waits_in_the_broker_unchanged() {
     let d = delivery("plugin_schedule", &m, false);
     assert!(matches!(run(&ctx, &d).await, Handled::MovedToDelay));
     let sent = ctx.publisher.sent();
-    assert_eq!((sent[0].queue.as_str(), sent[0].eta), ("plugin_schedule", m.eta));
+    // A schedule task waits where Celerity's next polls wait.
+    assert_eq!((sent[0].queue.as_str(), sent[0].eta), (topology::NEXT_POLL_QUEUE, m.eta));
     assert_eq!(sent[0].body, d.data);
     assert_eq!(ctx.store.row(T).invoke_count, 1, "not run yet");
 }
