@@ -94,6 +94,18 @@ ensure_rabbitmq() {
         log "RabbitMQ's management API does not answer on 127.0.0.1:15672"
         return 1
     fi
+    # The Prometheus endpoint on 15692: W2 reads the broker's global message
+    # counters (received, routed, dead-lettered) from it.
+    if ! curl -sf -o /dev/null http://127.0.0.1:15692/metrics; then
+        log "enabling RabbitMQ's Prometheus endpoint"
+        rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
+        for i in $(seq 1 60); do
+            curl -sf -o /dev/null http://127.0.0.1:15692/metrics && return 0
+            sleep 1
+        done
+        log "RabbitMQ's Prometheus endpoint does not answer on 127.0.0.1:15692"
+        return 1
+    fi
 }
 
 # The venv with real Celery, rebuilt only when the requirements change.

@@ -15,8 +15,11 @@
 //!
 //! For each: schedules finished, lateness p50/p90/p99/max, polls/s, the CPU
 //! per poll of the worker (with its plugin hosts or pool), `mariadbd` and
-//! RabbitMQ, and the messages RabbitMQ enqueued and routed per poll (from
-//! its management API).
+//! RabbitMQ, and per poll the messages RabbitMQ received from publishers,
+//! routed to queues and dead-lettered through the delay levels (its global
+//! counters, from its Prometheus endpoint: the broker must be the run's
+//! alone for them to be the run's). The producer's work is in the CPU and
+//! message figures too: it is part of the load a real stack carries.
 //!
 //! With `--capacity`, for each contender a search over S (doubling from
 //! `--schedules`, then halving the step between the last pass and the first
@@ -31,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use celerity_tests::plugin_project::{self, Project};
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
-use celerity_tests::workload::count;
 use celerity_tests::{ChildGuard, python};
 
 /// The contenders W2 knows.
@@ -98,9 +100,8 @@ struct Figures {
     db_cpu: f64,
     broker_cpu: f64,
     peak_rss_kib: u64,
-    /// Messages RabbitMQ put into queues, and routed through exchanges.
-    enqueued: u64,
-    routed: u64,
+    /// RabbitMQ's message counts over the run.
+    broker: BrokerCounts,
     wall: f64,
 }
 
@@ -137,33 +138,46 @@ fn start(contender: &str, project: &Project) -> ChildGuard {
     }
 }
 
-/// RabbitMQ's counts for `vhost` from its management API: messages put
-/// into queues (dead-lettered ones included) and messages routed by
-/// exchanges. The API samples every few seconds: read it once it is still.
-fn broker_counts(vhost: &str) -> (u64, u64) {
-    let get = |path: &str| -> serde_json::Value {
-        let url = format!("http://127.0.0.1:15672/api/{path}/{vhost}");
-        ureq::get(&url)
-            .header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+/// RabbitMQ's global message counters (its Prometheus endpoint): messages
+/// received from publishers, routed to queues, and dead-lettered on expiry
+/// (each a hop through a delay level). Global: a run must have the broker
+/// to itself for these to be its own.
+#[derive(Clone, Copy, Default)]
+struct BrokerCounts {
+    received: f64,
+    routed: f64,
+    dead_lettered: f64,
+}
+
+impl BrokerCounts {
+    fn read() -> BrokerCounts {
+        let url = "http://127.0.0.1:15692/metrics";
+        let text = ureq::get(url)
             .call()
-            .unwrap_or_else(|e| panic!("RabbitMQ's management API at {url}: {e}"))
+            .unwrap_or_else(|e| panic!("RabbitMQ's Prometheus endpoint at {url}: {e}"))
             .body_mut()
-            .read_json()
-            .expect("JSON from the management API")
-    };
-    let sum = |items: &serde_json::Value, field: &str| -> u64 {
-        items.as_array().map_or(0, |a| a.iter().filter_map(|i| i["message_stats"][field].as_u64()).sum())
-    };
-    let mut last = (u64::MAX, u64::MAX);
-    for _ in 0..30 {
-        let now = (sum(&get("queues"), "publish"), sum(&get("exchanges"), "publish_in"));
-        if now == last {
-            return now;
+            .read_to_string()
+            .expect("text from the Prometheus endpoint");
+        let sum = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        BrokerCounts {
+            received: sum("rabbitmq_global_messages_received_total"),
+            routed: sum("rabbitmq_global_messages_routed_total"),
+            dead_lettered: sum("rabbitmq_global_messages_dead_lettered_expired_total"),
         }
-        last = now;
-        std::thread::sleep(Duration::from_secs(3));
     }
-    last
+
+    fn since(self, before: BrokerCounts) -> BrokerCounts {
+        BrokerCounts {
+            received: self.received - before.received,
+            routed: self.routed - before.routed,
+            dead_lettered: self.dead_lettered - before.dead_lettered,
+        }
+    }
 }
 
 fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
@@ -175,6 +189,7 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
     assert!(worker.running(), "{contender} exited at start-up:\n{}", worker.log());
     let (db0, broker0) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
     let cpu0 = tree_cpu_secs(worker.pid());
+    let counts0 = BrokerCounts::read();
     let started = Instant::now();
     let inputs = serde_json::json!({"polls": a.polls, "interval": a.interval}).to_string();
     // Enough producer processes for ~150 schedules a second each.
@@ -192,7 +207,7 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
     let done_sql = "SELECT COUNT(*) AS n FROM schedule_schedule WHERE state IN (4, 5)";
     // Created over one interval, then P intervals of polls; a contender
     // that falls further behind than this is not carrying the load.
-    let deadline = Duration::from_secs(u64::from(a.interval) * (u64::from(a.polls) + 1) * 3 + 60);
+    let deadline = Duration::from_secs(u64::from(a.interval) * (u64::from(a.polls) + 1) * 2 + 30);
     let mut producer = producer;
     let mut peak_rss = 0;
     let mut produced = false;
@@ -203,7 +218,7 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
             assert!(status.success(), "the producer failed");
             produced = true;
         }
-        if produced && count(&project.db, done_sql) >= schedules as i64 {
+        if produced && finished_so_far(&project, done_sql) >= schedules as i64 {
             break;
         }
         assert!(worker.running(), "{contender} exited:\n{}", worker.log());
@@ -215,9 +230,9 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
     let wall = started.elapsed().as_secs_f64();
     let worker_cpu = tree_cpu_secs(worker.pid()) - cpu0;
     let (db1, broker1) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
+    let broker = BrokerCounts::read().since(counts0);
     drop(worker);
     let _ = producer.kill();
-    let (enqueued, routed) = broker_counts(project.vhost.name());
     let (lateness, polls, busy, finished) = stamps(&project, a);
     Figures {
         contender: contender.to_owned(),
@@ -230,10 +245,23 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
         db_cpu: db1 - db0,
         broker_cpu: broker1 - broker0,
         peak_rss_kib: peak_rss,
-        enqueued,
-        routed,
+        broker,
         wall,
     }
+}
+
+/// Schedules final so far; 0 while the server refuses connections (the
+/// framework's 500 threads can take all of MariaDB's 151).
+fn finished_so_far(project: &Project, sql: &str) -> i64 {
+    use diesel::Connection;
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let Ok(mut conn) = diesel::MysqlConnection::establish(&project.db.url()) else { return 0 };
+    diesel::sql_query(sql).get_result::<N>(&mut conn).map_or(0, |r| r.n)
 }
 
 /// Every poll's lateness (sorted), the polls landed, the seconds from the
@@ -275,16 +303,16 @@ fn stamps(project: &Project, a: &Args) -> (Vec<f64>, usize, f64, usize) {
 
 fn header() {
     println!(
-        "\n| contender | schedules | offered polls/s | finished | polls stamped | lateness p50 / p90 / p99 / max ms | polls/s | worker CPU ms/poll | mariadbd ms/poll | RabbitMQ ms/poll | whole stack ms/poll | enqueues / poll | exchange routings / poll | peak RSS MiB | wall s |"
+        "\n| contender | schedules | offered polls/s | finished | polls stamped | lateness p50 / p90 / p99 / max ms | polls/s | worker CPU ms/poll | mariadbd ms/poll | RabbitMQ ms/poll | whole stack ms/poll | published / poll | routed / poll | delay-level hops / poll | peak RSS MiB | wall s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn row(f: &Figures, a: &Args) {
     let ms = |q: f64| f.quantile(q) * 1000.0;
     let polls = f.polls.max(1) as f64;
     println!(
-        "| {} | {} | {:.0} | {}/{} | {}/{} | {:.0} / {:.0} / {:.0} / {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
+        "| {} | {} | {:.0} | {}/{} | {}/{} | {:.0} / {:.0} / {:.0} / {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
         f.contender,
         f.schedules,
         f.schedules as f64 / f64::from(a.interval),
@@ -301,8 +329,9 @@ fn row(f: &Figures, a: &Args) {
         f.per_poll_ms(f.db_cpu),
         f.per_poll_ms(f.broker_cpu),
         f.per_poll_ms(f.worker_cpu + f.db_cpu + f.broker_cpu),
-        f.enqueued as f64 / polls,
-        f.routed as f64 / polls,
+        f.broker.received / polls,
+        f.broker.routed / polls,
+        f.broker.dead_lettered / polls,
         f.peak_rss_kib as f64 / 1024.0,
         f.wall
     );
