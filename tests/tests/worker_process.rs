@@ -196,11 +196,13 @@ async fn kill_9_on_quorum_queues_loses_nothing() {
     kill_9_mid_run(20, 0, 100, "quorum").await;
 }
 
-/// The same with 1 s countdowns: next polls go through the delay topology,
-/// and the kill can fall between publishing into it and acking.
+/// The same with 3 s countdowns: next polls wait in `celerity.countdown`,
+/// held unacked by the worker that is killed, and the kill can fall
+/// between publishing into it and acking; the second worker holds them
+/// again until due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_with_countdowns_in_the_broker_loses_nothing() {
-    kill_9_mid_run(6, 1, 50, "classic").await;
+    kill_9_mid_run(6, 3, 50, "classic").await;
 }
 
 async fn kill_9_mid_run(polls: i64, interval: i64, kill_after_polls: i32, queue_type: &str) {

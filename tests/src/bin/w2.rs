@@ -357,7 +357,7 @@ fn capacity(contender: &str, a: &Args) -> (Option<usize>, Vec<Figures>) {
             (Some(_), None) => break,
             (None, Some(f)) if f > 50 => f / 2,
             (None, Some(_)) => break,
-            (Some(p), Some(f)) if f - p > p / 8 => p + (f - p) / 2,
+            (Some(p), Some(f)) if f - p > p / 4 => p + (f - p) / 2,
             (Some(_), Some(_)) => break,
             (None, None) => unreachable!("one run decided"),
         };
