@@ -146,10 +146,21 @@ pub async fn produce_many(
 
 /// The one `BIGINT` column `n` that `sql` selects, e.g. `SELECT COUNT(*) AS n ...`.
 pub fn count(db: &TestDatabase, sql: &str) -> i64 {
+    select_n(&mut db.connect(), sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`count`], or `None` while the server refuses a connection or the query
+/// (a contender may hold every connection the server has).
+pub fn try_count(db: &TestDatabase, sql: &str) -> Option<i64> {
+    let mut conn = diesel::MysqlConnection::establish(&db.url()).ok()?;
+    select_n(&mut conn, sql).ok()
+}
+
+fn select_n(conn: &mut diesel::MysqlConnection, sql: &str) -> QueryResult<i64> {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query(sql).get_result::<N>(&mut db.connect()).unwrap_or_else(|e| panic!("{sql}: {e}")).n
+    diesel::sql_query(sql).get_result::<N>(conn).map(|r| r.n)
 }

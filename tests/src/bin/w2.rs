@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use celerity_tests::plugin_project::{self, Project};
 use celerity_tests::procfs::{cpu_secs_named, tree_cpu_secs, tree_rss_kib};
+use celerity_tests::workload::try_count;
 use celerity_tests::{ChildGuard, python};
 
 /// The contenders W2 knows.
@@ -218,7 +219,7 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
             assert!(status.success(), "the producer failed");
             produced = true;
         }
-        if produced && finished_so_far(&project, done_sql) >= schedules as i64 {
+        if produced && try_count(&project.db, done_sql).unwrap_or(0) >= schedules as i64 {
             break;
         }
         assert!(worker.running(), "{contender} exited:\n{}", worker.log());
@@ -248,20 +249,6 @@ fn run(contender: &str, a: &Args, schedules: usize) -> Figures {
         broker,
         wall,
     }
-}
-
-/// Schedules final so far; 0 while the server refuses connections (the
-/// framework's 500 threads can take all of MariaDB's 151).
-fn finished_so_far(project: &Project, sql: &str) -> i64 {
-    use diesel::Connection;
-    use diesel::prelude::*;
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let Ok(mut conn) = diesel::MysqlConnection::establish(&project.db.url()) else { return 0 };
-    diesel::sql_query(sql).get_result::<N>(&mut conn).map_or(0, |r| r.n)
 }
 
 /// Every poll's lateness (sorted), the polls landed, the seconds from the
