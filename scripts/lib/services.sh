@@ -88,11 +88,11 @@ ensure_rabbitmq() {
         log "enabling RabbitMQ's management API"
         rabbitmq-plugins enable -q rabbitmq_management >/dev/null
         for i in $(seq 1 60); do
-            curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview && return 0
+            curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview && break
             sleep 1
         done
-        log "RabbitMQ's management API does not answer on 127.0.0.1:15672"
-        return 1
+        curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview \
+            || { log "RabbitMQ's management API does not answer on 127.0.0.1:15672"; return 1; }
     fi
     # The Prometheus endpoint on 15692: W2 reads the broker's global message
     # counters (received, routed, dead-lettered) from it.
