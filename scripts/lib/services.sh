@@ -52,6 +52,16 @@ ensure_compose_tool() {
     fi
 }
 
+# Runs a command once a second until it succeeds, for up to a minute.
+within_a_minute() {
+    local i
+    for i in $(seq 1 60); do
+        "$@" && return 0
+        sleep 1
+    done
+    return 1
+}
+
 mariadb_answers() { mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; }
 
 ensure_mariadb() {
@@ -60,13 +70,7 @@ ensure_mariadb() {
         mkdir -p /run/mysqld && chown mysql:root /run/mysqld
         start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
     fi
-    local i
-    for i in $(seq 1 60); do
-        mariadb_answers && return 0
-        sleep 1
-    done
-    log "MariaDB does not answer on 127.0.0.1:3306"
-    return 1
+    within_a_minute mariadb_answers || { log "MariaDB does not answer on 127.0.0.1:3306"; return 1; }
 }
 
 rabbitmq_answers() { timeout 20 rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; }
@@ -77,35 +81,24 @@ ensure_rabbitmq() {
         rabbitmq-server -detached >/dev/null 2>&1 || true
         timeout 120 rabbitmqctl await_startup >/dev/null
     fi
-    local i
-    for i in $(seq 1 60); do
-        rabbitmq_answers && break
-        sleep 1
-    done
-    rabbitmq_answers || { log "RabbitMQ does not answer on 127.0.0.1:5672"; return 1; }
+    within_a_minute rabbitmq_answers || { log "RabbitMQ does not answer on 127.0.0.1:5672"; return 1; }
     # The management API on 15672: the unacknowledged counts on /metrics come from it.
-    if ! curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview; then
-        log "enabling RabbitMQ's management API"
-        rabbitmq-plugins enable -q rabbitmq_management >/dev/null
-        for i in $(seq 1 60); do
-            curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview && break
-            sleep 1
-        done
-        curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview \
-            || { log "RabbitMQ's management API does not answer on 127.0.0.1:15672"; return 1; }
-    fi
+    ensure_rabbitmq_plugin rabbitmq_management management_answers "management API on 127.0.0.1:15672" || return 1
     # The Prometheus endpoint on 15692: W2 reads the broker's global message
     # counters (received, routed, dead-lettered) from it.
-    if ! curl -sf -o /dev/null http://127.0.0.1:15692/metrics; then
-        log "enabling RabbitMQ's Prometheus endpoint"
-        rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
-        for i in $(seq 1 60); do
-            curl -sf -o /dev/null http://127.0.0.1:15692/metrics && return 0
-            sleep 1
-        done
-        log "RabbitMQ's Prometheus endpoint does not answer on 127.0.0.1:15692"
-        return 1
-    fi
+    ensure_rabbitmq_plugin rabbitmq_prometheus prometheus_answers "Prometheus endpoint on 127.0.0.1:15692"
+}
+
+management_answers() { curl -sf -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview; }
+prometheus_answers() { curl -sf -o /dev/null http://127.0.0.1:15692/metrics; }
+
+# ensure_rabbitmq_plugin PLUGIN CHECK WHAT: enables PLUGIN unless CHECK
+# passes already, then waits for CHECK.
+ensure_rabbitmq_plugin() {
+    "$2" && return 0
+    log "enabling RabbitMQ's $3"
+    rabbitmq-plugins enable -q "$1" >/dev/null
+    within_a_minute "$2" || { log "RabbitMQ's $3 does not answer"; return 1; }
 }
 
 # The venv with real Celery, rebuilt only when the requirements change.

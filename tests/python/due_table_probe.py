@@ -16,7 +16,7 @@ CPU per poll; compare the two from one sitting. The claimer here finds no
 row due (every poll moves its row 10 s on), so a real claim's per-row
 UPDATE comes on top.
 """
-import os, sys, time, random, multiprocessing as mp
+import os, sys, time, multiprocessing as mp
 import pymysql
 
 DB = "celerity_due_probe"
