@@ -19,6 +19,7 @@ pub mod repr;
 mod retry;
 pub mod time;
 pub mod topology;
+pub mod trace_context;
 mod value;
 
 pub use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};

@@ -82,3 +82,24 @@ fn naive_times_use_the_configured_zone() {
     let m = decode(&props, &v2.body, &DecodeOptions::default()).unwrap();
     assert_eq!(time::format_aware(&m.eta.unwrap()), "2026-11-23T20:00:00+00:00");
 }
+
+/// The W3C trace context a producer traced with OpenTelemetry's Celery
+/// instrumentation writes: read from the message headers, as it wrote it.
+#[test]
+fn the_trace_context_of_an_instrumented_producer_is_read_where_it_writes_it() {
+    use broker_proto::trace_context::{TRACEPARENT, TRACESTATE};
+    let v = vector("traced");
+    let m = decode(&v.props, &v.body, &DecodeOptions::default()).unwrap();
+    let sent = v.raw_headers["traceparent"].as_str().expect("the vector holds a traceparent");
+    assert_eq!(m.trace_header(TRACEPARENT), Some(sent));
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[1].len(), parts[2].len()), (4, "00", 32, 16), "{sent}");
+    assert_eq!(m.trace_header(TRACESTATE), None, "no tracestate was sent");
+    let plain = vector("send_task_kwargs");
+    let untraced = decode(&plain.props, &plain.body, &DecodeOptions::default()).unwrap();
+    assert_eq!(untraced.trace_header(TRACEPARENT), None);
+    // Re-encoded (a move to the delay queues), the context goes on unchanged.
+    let out = encode(&m, Utc::now()).unwrap();
+    let again = decode(&out.properties, &out.body, &DecodeOptions::default()).unwrap();
+    assert_eq!(again.trace_header(TRACEPARENT), Some(sent));
+}

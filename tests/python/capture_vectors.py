@@ -244,6 +244,31 @@ def main():
                 declare=[app.amqp.queues[q]])
     capture(out, broker, "hybrid", "v2 headers with a v1-style dict body", hybrid)
     capture_retry(out, broker)
+    capture_traced(out, broker, trace_id)
+
+
+def capture_traced(out_dir, broker, trace_id):
+    """A schedule task published under a span, by a producer instrumented
+    with OpenTelemetry's Celery instrumentation (as a template app with
+    tracing on): the W3C trace context in the headers, where it writes it."""
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    instrumentor = CeleryInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with provider.get_tracer("capture").start_as_current_span("POST /bk_plugin/invoke"):
+
+            def publish(app, q):
+                app.send_task(SCHEDULE_TASK, kwargs={"trace_id": trace_id}, countdown=5, queue=q)
+
+            capture(out_dir, broker, "traced",
+                    "apply_async with countdown=5 by a producer traced with opentelemetry-instrumentation-celery",
+                    publish)
+    finally:
+        instrumentor.uninstrument()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ pub struct Project {
     pub db: TestDatabase,
     /// Its broker vhost.
     pub vhost: Vhost,
+    /// More environment for every process of the project (tracing settings, say).
+    pub extra_env: Vec<(String, String)>,
     python: PathBuf,
 }
 
@@ -78,7 +80,12 @@ impl Project {
     /// [`Project::on`], with Celerity's tables made by `celerity`
     /// (`migrate` and the runtime's settings are added to it).
     pub fn migrated_by(python: &Path, base: &str, mut celerity: Command) -> Project {
-        let project = Project { db: TestDatabase::create_on(base), vhost: Vhost::create(), python: python.to_owned() };
+        let project = Project {
+            db: TestDatabase::create_on(base),
+            vhost: Vhost::create(),
+            extra_env: Vec::new(),
+            python: python.to_owned(),
+        };
         project.run(&["migrate"]);
         let out = celerity.arg("migrate").envs(project.env()).output().unwrap();
         assert!(out.status.success(), "celerity migrate: {}", String::from_utf8_lossy(&out.stderr));
@@ -87,7 +94,9 @@ impl Project {
 
     /// The environment a process of the project runs in.
     pub fn env(&self) -> Vec<(String, String)> {
-        env(&self.db, &self.vhost.url())
+        let mut env = env(&self.db, &self.vhost.url());
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     /// Runs `project.py ARGS` (migrate, produce, callback); its stdout.
@@ -159,6 +168,7 @@ impl Project {
             .args(["-Q", "plugin_schedule,plugin_callback", "--without-gossip", "--without-mingle", "-l", "INFO"])
             .args(["-n", &format!("{}@%h", crate::unique("framework"))])
             .envs(env_for_url(url, &self.vhost.url()))
+            .envs(self.extra_env.iter().cloned())
             .current_dir(dir());
         ChildGuard::spawn(cmd, log)
     }

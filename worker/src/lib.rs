@@ -15,4 +15,5 @@ pub mod meters;
 pub mod operator;
 pub mod plugins;
 pub mod tasks;
+pub mod telemetry;
 pub mod worker;

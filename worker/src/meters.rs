@@ -48,6 +48,12 @@ pub const QUEUE_CONSUMERS: &str = "celerity_queue_consumers";
 /// 1 while the worker takes no deliveries because of an environment fault.
 pub const PAUSED: &str = "celerity_consumption_paused";
 
+/// Spans sent to the OTLP collector.
+pub const SPANS_EXPORTED: &str = "celerity_trace_spans_exported_total";
+/// Spans lost, by reason (`queue full`: the collector is slower than the
+/// polls; `export failed`: it refused or could not be reached).
+pub const SPANS_DROPPED: &str = "celerity_trace_spans_dropped_total";
+
 /// 1, labelled with the build: `version`.
 pub const BUILD_INFO: &str = "celerity_build_info";
 /// Schedules by status (POLL, CALLBACK, RETRYING, PAUSED, SUCCESS, FAIL,

@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::Value as Json;
 
 /// The message shapes the capture script must produce: a missing one fails.
-pub(crate) const REQUIRED_VECTORS: [&str; 14] = [
+pub(crate) const REQUIRED_VECTORS: [&str; 15] = [
     "send_task_kwargs",
     "countdown",
     "countdown_zero",
@@ -25,6 +25,7 @@ pub(crate) const REQUIRED_VECTORS: [&str; 14] = [
     "protocol_v1",
     "hybrid",
     "retry",
+    "traced",
 ];
 
 /// One captured delivery and Celery's reading of it.

@@ -40,10 +40,28 @@ def produce(specs):
 
     plugins = VersionHub.all_plugins()
     for spec in specs:
-        result = BKPluginExecutor(trace_id=spec["trace_id"]).execute(
-            plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs=spec.get("context", {})
-        )
+        # With tracing on, each execute runs in a span standing in for the
+        # invoke API's request span (Django's instrumentation, in an app).
+        with invoke_span(spec["trace_id"]):
+            result = BKPluginExecutor(trace_id=spec["trace_id"]).execute(
+                plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs=spec.get("context", {})
+            )
         print(json.dumps({"trace_id": spec["trace_id"], "state": result.state.value, "err": result.err}))
+    if plugin_project.celery_app.TRACER_PROVIDER is not None:
+        plugin_project.celery_app.TRACER_PROVIDER.shutdown()
+
+
+def invoke_span(trace_id):
+    import contextlib
+
+    if plugin_project.celery_app.TRACER_PROVIDER is None:
+        return contextlib.nullcontext()
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("plugin_project")
+    return tracer.start_as_current_span(
+        "POST /bk_plugin/invoke", kind=trace.SpanKind.SERVER, attributes={"bk_plugin.trace_id": trace_id}
+    )
 
 
 def produce_paced(version, prefix, count, spread, procs, inputs):

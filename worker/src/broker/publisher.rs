@@ -11,6 +11,7 @@ use lapin::{BasicProperties, Channel, Confirmation};
 
 use super::BrokerError;
 use super::properties::basic_properties;
+use crate::telemetry::Publishing;
 
 /// What tasks and deliveries publish: a message to a queue, due at its eta.
 pub trait Publish: Send + Sync + 'static {
@@ -32,9 +33,20 @@ pub trait Publish: Send + Sync + 'static {
         msg: &TaskMessage,
     ) -> impl Future<Output = Result<(), BrokerError>> + Send {
         async move {
-            let out = encode(msg, Utc::now())?;
-            let props = basic_properties(&out.properties)?;
-            self.publish_to_queue(queue, msg.eta, &out.body, props).await
+            // Sent from inside a traced run: the message carries a new
+            // producer span's context, as the Celery instrumentation's would.
+            let traced = Publishing::start(msg, queue);
+            let msg = traced.as_ref().map_or(msg, |t| &t.msg);
+            let sent = async {
+                let out = encode(msg, Utc::now())?;
+                let props = basic_properties(&out.properties)?;
+                self.publish_to_queue(queue, msg.eta, &out.body, props).await
+            }
+            .await;
+            if let Some(traced) = traced {
+                traced.end(sent.as_ref().err().map(ToString::to_string).as_deref());
+            }
+            sent
         }
     }
 }

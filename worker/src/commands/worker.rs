@@ -15,12 +15,16 @@ pub fn run(
 ) -> Result<String, String> {
     let config = args.into_config()?;
     logging::init(config.log_format, config.log_level);
+    let tracing = crate::telemetry::start(runtime.handle())?;
     // On a runtime thread, not `block_on`'s: there, the session's loop
     // woke one more thread for every delivery (BENCHMARKS.md, issue 19).
     let worker = runtime.spawn(crate::worker::run(config, shutdown));
-    match runtime.block_on(worker) {
-        Ok(ran) => ran.map_err(|e| e.to_string())?,
-        Err(join) => return Err(format!("the worker stopped: {join}")),
+    let ran = match runtime.block_on(worker) {
+        Ok(ran) => ran.map_err(|e| e.to_string()),
+        Err(join) => Err(format!("the worker stopped: {join}")),
+    };
+    if let Some(tracing) = tracing {
+        tracing.shutdown();
     }
-    Ok(String::new())
+    ran.map(|()| String::new())
 }

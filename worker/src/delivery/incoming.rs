@@ -10,6 +10,7 @@ use std::time::Duration;
 use broker_proto::{DecodeOptions, TaskMessage, delay, topology};
 use chrono::Utc;
 use lapin::message::Delivery;
+use opentelemetry::context::FutureExt;
 use tracing::Instrument;
 
 use super::dead_letter::dead_letter;
@@ -20,6 +21,7 @@ use super::poison::{self, Verdict};
 use super::tracking::Tracked;
 use crate::broker::Publish;
 use crate::tasks::{Ctx, Handled, Origin, Store, Task};
+use crate::telemetry::Run;
 
 /// A delivery in hand.
 pub struct Incoming<'h, S, P> {
@@ -219,11 +221,18 @@ impl<S: Store, P: Publish> Routed<'_, '_, S, P> {
             return task.set_aside().await.into();
         }
         self.tracked.start().await;
-        let ran = match &self.job {
-            Job::Schedule(trace_id) => task.schedule(trace_id).await,
-            Job::Callback(args) => task.callback(args).await,
-            Job::Delete => task.delete_expired().await,
+        let running = async {
+            match &self.job {
+                Job::Schedule(trace_id) => task.schedule(trace_id).await,
+                Job::Callback(args) => task.callback(args).await,
+                Job::Delete => task.delete_expired().await,
+            }
         };
-        ran.into()
+        let Some(span) = Run::start(&self.msg, incoming.delivery.routing_key.as_str()) else {
+            return running.await.into();
+        };
+        let handled: Handled = running.with_context(span.context()).await.into();
+        span.end(&handled);
+        handled
     }
 }

@@ -11,6 +11,7 @@ use celerity_db::{Attempt, DbError, ScheduleRow, State};
 use chrono::NaiveDateTime;
 
 use broker_proto::AMQPValue;
+use opentelemetry::KeyValue;
 
 use super::decide::{Decision, Prepared, conclude, fail_unrun, prepare};
 use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths, pending_fail};
@@ -18,6 +19,7 @@ use super::stop::{RetryCause, Stop};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
 use crate::plugins::{Callback, Local, StepError, StepResult};
+use crate::telemetry::spans;
 
 /// One poll in progress: what its steps share.
 struct Polling<'t> {
@@ -44,6 +46,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     pub(super) async fn poll(&self, trace_id: &str, callback: Option<Callback>) -> Result<Handled, Stop> {
         let poll = Polling { trace_id, holds_lock: callback.is_some(), started: self.ctx.store.now() };
         let ForPoll { row, retrying, paused } = self.load(&poll).await?;
+        spans::annotate(|| vec![KeyValue::new("bk_plugin.version", row.plugin_version.clone())]);
         self.check(&poll, &row).await?;
         // A poll already running when a pause lands completes; one that
         // starts after it is parked, whatever else it would do.
@@ -108,7 +111,8 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             Local::Step(step) => return Ok(Pending::Step(Box::new(step))),
             Local::Elsewhere(input) => input,
         };
-        let decision = match ctx.plugins.step(input).await {
+        let version = KeyValue::new("bk_plugin.version", row.plugin_version.clone());
+        let decision = match spans::child("plugin step", vec![version], ctx.plugins.step(input)).await {
             Ok(step) => conclude(row, step, ctx.store.now()),
             Err(StepError::TimedOut(limit)) => {
                 fail_unrun(row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)
@@ -141,7 +145,9 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             let attempt = attempt_of(&decision, started, now(), hostname, task_id);
             (decision, attempt)
         };
-        let (decision, applied) = ctx.store.apply_poll(decide, retrying).await?;
+        let transaction = [KeyValue::new("db.system", "mysql"), KeyValue::new("db.operation", "apply poll")];
+        let (decision, applied) =
+            spans::child("database transaction", transaction.into(), ctx.store.apply_poll(decide, retrying)).await?;
         if applied {
             return Ok(decision);
         }

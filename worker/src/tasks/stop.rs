@@ -7,6 +7,7 @@ use celerity_db::{Attempt, DbError};
 
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
+use crate::telemetry::spans;
 
 /// Why a task's steps stopped early.
 #[derive(Debug)]
@@ -108,11 +109,26 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         match stop {
             Stop::Done(handled) | Stop::Release(handled) => Ok(handled),
             Stop::Landed(invoke_count, landed) => self.republish_next_poll(trace_id, invoke_count, &landed).await,
-            Stop::HostDied(status) => self.after_host_death(trace_id, status).await,
-            Stop::Retry(cause, err) => self.retry_later(Some(trace_id), cause, err).await,
-            Stop::Fail(err) => self.fail_schedule(trace_id, err).await,
-            Stop::Db(e) => self.on_db_error(Some(trace_id), e).await,
-            Stop::Broker(e) => Err(e),
+            Stop::HostDied(status) => {
+                spans::record_error("plugin host died", &status);
+                self.after_host_death(trace_id, status).await
+            }
+            Stop::Retry(cause, err) => {
+                spans::record_error(cause.text().label, &err);
+                self.retry_later(Some(trace_id), cause, err).await
+            }
+            Stop::Fail(err) => {
+                spans::record_error("fail", &err);
+                self.fail_schedule(trace_id, err).await
+            }
+            Stop::Db(e) => {
+                spans::record_error(e.class().as_str(), &e.to_string());
+                self.on_db_error(Some(trace_id), e).await
+            }
+            Stop::Broker(e) => {
+                spans::record_error("broker", &e.to_string());
+                Err(e)
+            }
         }
     }
 }
