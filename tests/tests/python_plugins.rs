@@ -406,7 +406,7 @@ async fn celery_inspect_shows_the_plugin_versions_and_the_python_pool() {
     let python = &stats["pool"]["plugins"]["python"];
     assert_eq!(python["bk-plugin-framework"], "2.3.15", "{stats}");
     assert_eq!(python["processes"], 2, "{stats}");
-    assert_eq!(stats["pool"]["plugins"]["versions"], 16, "{stats}");
+    assert_eq!(stats["pool"]["plugins"]["versions"], 17, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -469,7 +469,7 @@ fn plugins_lists_every_version_and_a_version_offered_twice_is_refused() {
     let line =
         |v: &str| text.lines().find(|l| l.starts_with(v)).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(line("1.2.0 "), ["1.2.0", "python", "bk_plugin.versions.callback.WaitsForCallback"], "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 16, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 17, "{text}");
     assert!(text.contains("bk-plugin-framework 2.3.15"), "{text}");
 
     let both = std::process::Command::new(celerity_bin())

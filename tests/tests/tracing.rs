@@ -139,7 +139,11 @@ async fn side_by_side(config: Config) {
     theirs.extra_env = tracing_env(config, &receiver, &theirs_name);
     ours.extra_env = tracing_env(config, &receiver, &ours_name);
     let framework = theirs.framework_worker(dir.join("framework.log"));
-    let celerity = ours.celerity(&["--python-workers", "1"], dir.join("celerity.log"));
+    let format = match config {
+        Config::BlueKing => "json",
+        Config::Standard => "text",
+    };
+    let celerity = ours.celerity(&["--python-workers", "1", "--log-format", format], dir.join("celerity.log"));
     all_final(&theirs, &framework).await;
     all_final(&ours, &celerity).await;
     let spans = receiver
@@ -182,8 +186,26 @@ async fn side_by_side(config: Config) {
             assert_eq!(any.0["resource"]["deployment.environment"], "tests");
         }
     }
-    let started = celerity.log();
-    assert!(started.contains("tracing: endpoint"), "the start-up log says where spans go: {started}");
+    let logged = celerity.log();
+    assert!(logged.contains("tracing: endpoint"), "the start-up log says where spans go: {logged}");
+    logs_carry_the_span(&logged, config, &runs(&spans, &ours_name));
+}
+
+/// Each run's log line `polled` carries its span's trace id and span id.
+fn logs_carry_the_span(log: &str, config: Config, runs: &[&Span]) {
+    let polled: Vec<&str> = log.lines().filter(|l| l.contains("polled")).collect();
+    assert_eq!(polled.len(), runs.len(), "one `polled` line per run:\n{log}");
+    for run in runs {
+        let (span_id, _, trace_id) = run.ids();
+        let found = polled.iter().any(|line| match config {
+            Config::BlueKing => {
+                let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+                json["span"]["trace_id"] == trace_id && json["span"]["span_id"] == span_id
+            }
+            Config::Standard => line.contains(&format!("otel{{trace_id={trace_id} span_id={span_id}}}")),
+        });
+        assert!(found, "no `polled` line with trace {trace_id} span {span_id}:\n{}", polled.join("\n"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -270,4 +292,66 @@ fn a_bad_tracing_setting_stops_start_up_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("BKAPP_OTEL_SAMPLER"), "{stderr}");
+}
+
+/// A plain HTTP server answering 200 to every request; the request heads it got.
+fn http_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/status", listener.local_addr().unwrap());
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            got.lock().unwrap().push(head);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (url, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugins_http_call_is_a_span_under_its_poll() {
+    let receiver = Receiver::start(Answer::Accept);
+    let (url, heads) = http_server();
+    let dir = temp_dir();
+    let mut project = Project::new(&python());
+    let service = unique("celerity");
+    project.extra_env = tracing_env(Config::BlueKing, &receiver, &format!("{service}-producer"));
+    let calls = id("calls");
+    project.produce(&[(&calls, "3.1.0", json!({"url": url}), json!({}))]);
+    project.extra_env = tracing_env(Config::BlueKing, &receiver, &service);
+    let celerity = project.celerity(&["--python-workers", "1"], dir.join("celerity.log"));
+    let spans = receiver
+        .wait_for(Duration::from_secs(90), "the plugin's HTTP call", |spans| {
+            spans.iter().any(|s| s.kind() == 3 && s.name() == "GET")
+        })
+        .await;
+    let get = spans.iter().find(|s| s.kind() == 3 && s.name() == "GET").unwrap();
+    let chain: Vec<&str> = chain(&spans, get).iter().map(|s| s.name()).collect();
+    assert_eq!(
+        chain,
+        [
+            "POST /bk_plugin/invoke",
+            &format!("apply_async/{SCHEDULE_TASK}"),
+            &format!("run/{SCHEDULE_TASK}"),
+            "plugin step",
+            "GET"
+        ],
+        "{}",
+        celerity.log()
+    );
+    assert_eq!(get.attr("http.status_code").as_i64().or(get.attr("http.response.status_code").as_i64()), Some(200));
+    let head = heads.lock().unwrap().join("\n").to_lowercase();
+    assert!(head.contains(&format!("traceparent: 00-{}-{}", get.ids().2, get.ids().0)), "{head}");
 }

@@ -24,6 +24,7 @@ import json
 import sys
 
 import plugin_project.celery_app  # noqa: F401  (Django and the Celery app, as a worker has them)
+from plugin_project import tracing
 
 
 def migrate():
@@ -47,14 +48,14 @@ def produce(specs):
                 plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs=spec.get("context", {})
             )
         print(json.dumps({"trace_id": spec["trace_id"], "state": result.state.value, "err": result.err}))
-    if plugin_project.celery_app.TRACER_PROVIDER is not None:
-        plugin_project.celery_app.TRACER_PROVIDER.shutdown()
+    if tracing.PROVIDER is not None:
+        tracing.PROVIDER.shutdown()
 
 
 def invoke_span(trace_id):
     import contextlib
 
-    if plugin_project.celery_app.TRACER_PROVIDER is None:
+    if tracing.PROVIDER is None:
         return contextlib.nullcontext()
     from opentelemetry import trace
 

@@ -231,7 +231,12 @@ impl<S: Store, P: Publish> Routed<'_, '_, S, P> {
         let Some(span) = Run::start(&self.msg, incoming.delivery.routing_key.as_str()) else {
             return running.await.into();
         };
-        let handled: Handled = running.with_context(span.context()).await.into();
+        // Every log line of the run carries its span's ids, so log search
+        // finds the trace (`otel{trace_id=… span_id=…}` in text, the current
+        // span's fields in JSON).
+        let (trace_id, span_id) = span.ids();
+        let logged = tracing::info_span!("otel", %trace_id, %span_id);
+        let handled: Handled = running.with_context(span.context()).instrument(logged).await.into();
         span.end(&handled);
         handled
     }

@@ -26,6 +26,9 @@ pub struct StepInput {
     pub data: String,
     /// The callback, for the callback task.
     pub callback: Option<Callback>,
+    /// The step span's W3C trace context (`traceparent`, `tracestate`),
+    /// when tracing is on: a Python host runs the step inside it.
+    pub trace_context: Vec<(String, String)>,
 }
 
 /// What the plugin decided, with the framework's `err` text where it failed.

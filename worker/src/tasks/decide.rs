@@ -45,6 +45,7 @@ pub fn prepare(row: &ScheduleRow, callback: Option<Callback>, now: NaiveDateTime
         state,
         data: row.data.clone(),
         callback,
+        trace_context: Vec::new(),
     })
 }
 

@@ -18,7 +18,7 @@ use super::headers::{HOST_DEATHS_HEADER, expected_invoke_count, host_deaths, pen
 use super::stop::{RetryCause, Stop};
 use super::{Handled, Store, Task};
 use crate::broker::{BrokerError, Publish};
-use crate::plugins::{Callback, Local, StepError, StepResult};
+use crate::plugins::{Callback, Local, StepError, StepInput, StepResult};
 use crate::telemetry::spans;
 
 /// One poll in progress: what its steps share.
@@ -112,7 +112,12 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             Local::Elsewhere(input) => input,
         };
         let version = KeyValue::new("bk_plugin.version", row.plugin_version.clone());
-        let decision = match spans::child("plugin step", vec![version], ctx.plugins.step(input)).await {
+        let stepping = async move {
+            // Inside the step's span: a Python host runs the step in it.
+            let input = StepInput { trace_context: spans::current_context(), ..input };
+            ctx.plugins.step(input).await
+        };
+        let decision = match spans::child("plugin step", vec![version], stepping).await {
             Ok(step) => conclude(row, step, ctx.store.now()),
             Err(StepError::TimedOut(limit)) => {
                 fail_unrun(row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)

@@ -80,6 +80,13 @@ impl Run {
         Some(Run { cx: parent.with_span(span) })
     }
 
+    /// The span's trace id and span id, in hex as W3C writes them.
+    pub fn ids(&self) -> (String, String) {
+        let span = self.cx.span();
+        let ids = span.span_context();
+        (ids.trace_id().to_string(), ids.span_id().to_string())
+    }
+
     /// The context the run's steps run in.
     pub fn context(&self) -> Context {
         self.cx.clone()
@@ -150,6 +157,21 @@ pub async fn child<T>(name: &'static str, attributes: Vec<KeyValue>, step: impl 
     let out = step.with_context(cx.clone()).await;
     cx.span().end();
     out
+}
+
+/// The current span's W3C trace context as a propagator writes it
+/// (`traceparent`, `tracestate`); empty when tracing is off or no span is current.
+pub fn current_context() -> Vec<(String, String)> {
+    if !on() {
+        return Vec::new();
+    }
+    let cx = Context::current();
+    if !cx.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut carried = Carried::default();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carried));
+    carried.0
 }
 
 /// A message being sent from inside a run: its `apply_async/<task>` span,

@@ -23,9 +23,5 @@ app.conf.task_default_queue = "plugin_schedule"
 app.conf.worker_hijack_root_logger = False
 app.set_default()
 
-from plugin_project import tracing  # noqa: E402
-
-TRACER_PROVIDER = tracing.setup()
-
 import bk_plugin_framework.runtime.callback.celery.tasks  # noqa: E402,F401
 import bk_plugin_framework.runtime.schedule.celery.tasks  # noqa: E402,F401

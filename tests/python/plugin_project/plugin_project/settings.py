@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "bk_plugin_framework.runtime.schedule",
     "bk_plugin_framework.runtime.callback",
     "bk_plugin_framework.services.bpf_service",
+    "plugin_project.apps.TracingConfig",
 ]
 
 DATABASES = {

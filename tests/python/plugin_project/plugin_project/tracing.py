@@ -16,7 +16,14 @@ import os
 _TRUE = ("1", "true", "yes", "on")
 
 
+PROVIDER = None
+
+
 def setup():
+    """Once per process; returns the provider, or None when tracing is off."""
+    global PROVIDER
+    if PROVIDER is not None:
+        return PROVIDER
     enabled = os.environ.get("ENABLE_OTEL_TRACE", "").lower() in _TRUE
     standard = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
     if not (enabled or standard):
@@ -48,6 +55,7 @@ def setup():
     trace.set_tracer_provider(provider)
     CeleryInstrumentor().instrument()
     RequestsInstrumentor().instrument()
+    PROVIDER = provider
     return provider
 
 

@@ -329,6 +329,31 @@ class Step:
         return reply
 
 
+def attach_trace_context(carrier):
+    """With tracing on in the worker and OpenTelemetry in the project's
+    environment, the step runs inside the worker's step span, so spans the
+    plugin's own code makes (its HTTP calls, through the requests
+    instrumentation) are its children. Without OpenTelemetry, nothing."""
+    if not carrier:
+        return None
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        return None
+    try:
+        return context.attach(propagate.extract(carrier))
+    except Exception:
+        # A context it cannot read is no reason to fail the step.
+        return None
+
+
+def detach_trace_context(token):
+    if token is not None:
+        from opentelemetry import context
+
+        context.detach(token)
+
+
 def main():
     try:
         plugins = load_plugins()
@@ -347,7 +372,11 @@ def main():
             return
         _CURRENT["trace_id"] = request.get("trace_id")
         mark_step(_CURRENT["trace_id"])
-        reply = step.run(request)
+        token = attach_trace_context(request.get("trace_context"))
+        try:
+            reply = step.run(request)
+        finally:
+            detach_trace_context(token)
         reply["id"] = request["id"]
         mark_step(None)
         _CURRENT["trace_id"] = None

@@ -27,6 +27,9 @@ pub struct Request<'a> {
     pub data: &'a str,
     /// `{"id", "data"}` for the callback task.
     pub callback: Option<CallbackArg<'a>>,
+    /// `{"traceparent", "tracestate"}` of the step's span, when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<std::collections::BTreeMap<&'a str, &'a str>>,
 }
 
 /// The callback's id and parsed data.
@@ -49,6 +52,8 @@ impl<'a> Request<'a> {
             invoke_count: input.invoke_count,
             data: &input.data,
             callback: input.callback.as_ref().map(|c| CallbackArg { id: &c.id, data: &c.data }),
+            trace_context: (!input.trace_context.is_empty())
+                .then(|| input.trace_context.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()),
         }
     }
 }
@@ -177,6 +182,7 @@ mod tests {
             state: State::Callback,
             data: r#"{"inputs": {}}"#.into(),
             callback: Some(Callback { id: "cb".into(), data: json!({"k": [1]}) }),
+            trace_context: Vec::new(),
         };
         let line = serde_json::to_value(Request::new(7, &input)).unwrap();
         assert_eq!(
@@ -184,6 +190,9 @@ mod tests {
             json!({"id": 7, "trace_id": "t", "version": "1.0.0", "state": 3, "invoke_count": 3,
                    "data": "{\"inputs\": {}}", "callback": {"id": "cb", "data": {"k": [1]}}})
         );
+        let traced = StepInput { trace_context: vec![("traceparent".into(), "00-a-b-01".into())], ..input };
+        let line = serde_json::to_value(Request::new(7, &traced)).unwrap();
+        assert_eq!(line["trace_context"], json!({"traceparent": "00-a-b-01"}));
     }
 
     #[test]
