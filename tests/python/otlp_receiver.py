@@ -12,6 +12,10 @@ Every span received is written as one JSON line to OUT:
 Ports are written to PORTS as one JSON line once both servers listen:
   {"grpc": PORT, "http": PORT}
 
+With --count-only (for benchmarks, where writing every span would cost
+the machine more than the worker's tracing does), OUT holds only the
+number of spans received so far.
+
 Faults, for the tests of a collector that is slow or refuses:
   --slow S     answer every export S seconds late
   --refuse     answer every export with UNAVAILABLE (gRPC) or 503 (HTTP)
@@ -50,9 +54,11 @@ def attributes(kvs):
 
 
 class Sink:
-    def __init__(self, path, slow, refuse):
+    def __init__(self, path, slow, refuse, count_only):
         self.lock = threading.Lock()
-        self.out = open(path, "a", encoding="utf-8")
+        self.path = path
+        self.out = None if count_only else open(path, "a", encoding="utf-8")
+        self.count = 0
         self.slow = slow
         self.refuse = refuse
 
@@ -61,6 +67,14 @@ class Sink:
             time.sleep(self.slow)
         if self.refuse:
             return False
+        if self.out is None:
+            n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with self.lock:
+                self.count += n
+                with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+                    f.write("%d\n" % self.count)
+                os.replace(self.path + ".tmp", self.path)
+            return True
         lines = []
         for rs in request.resource_spans:
             resource = attributes(rs.resource.attributes)
@@ -133,8 +147,9 @@ def main():
     parser.add_argument("--ports", required=True)
     parser.add_argument("--slow", type=float, default=0.0)
     parser.add_argument("--refuse", action="store_true")
+    parser.add_argument("--count-only", action="store_true")
     opts = parser.parse_args()
-    sink = Sink(opts.out, opts.slow, opts.refuse)
+    sink = Sink(opts.out, opts.slow, opts.refuse, opts.count_only)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(sink), server)

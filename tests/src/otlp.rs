@@ -21,6 +21,8 @@ pub enum Answer {
     Slow(u32),
     /// At once, refusing (gRPC UNAVAILABLE, HTTP 503).
     Refuse,
+    /// At once, accepting and only counting (for benchmarks).
+    Count,
 }
 
 /// A running receiver: its ports and what it has received.
@@ -48,6 +50,9 @@ impl Receiver {
             Answer::Refuse => {
                 cmd.arg("--refuse");
             }
+            Answer::Count => {
+                cmd.arg("--count-only");
+            }
         }
         let ports = dir.join("ports.json");
         cmd.arg("--ports").arg(&ports);
@@ -64,6 +69,11 @@ impl Receiver {
         let ports: Value = serde_json::from_str(line.trim()).expect("the receiver's ports");
         let port = |k: &str| ports[k].as_u64().and_then(|p| u16::try_from(p).ok()).expect("a port");
         Receiver { grpc: port("grpc"), http: port("http"), out, _child: child }
+    }
+
+    /// How many spans a counting receiver ([`Answer::Count`]) took so far.
+    pub fn count(&self) -> u64 {
+        std::fs::read_to_string(&self.out).ok().and_then(|n| n.trim().parse().ok()).unwrap_or(0)
     }
 
     /// Every span received so far.

@@ -29,6 +29,8 @@ pub const W1_CONTENDERS: &[&str] = &[
     "framework-threads",
     "framework-template",
     "celerity-1-cluster",
+    "celerity-1-traced",
+    "celerity-1-traced-unsampled",
 ];
 
 /// The producer's `schedule` message for `trace_id` (no Celerity headers).

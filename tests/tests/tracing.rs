@@ -355,3 +355,50 @@ async fn a_plugins_http_call_is_a_span_under_its_poll() {
     let head = heads.lock().unwrap().join("\n").to_lowercase();
     assert!(head.contains(&format!("traceparent: 00-{}-{}", get.ids().2, get.ids().0)), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poll_sent_again_and_its_fail_fallback_stay_in_the_schedules_trace() {
+    let receiver = Receiver::start(Answer::Accept);
+    let dir = temp_dir();
+    let mut project = Project::new(&python());
+    let service = unique("celerity");
+    project.extra_env = tracing_env(Config::BlueKing, &receiver, &format!("{service}-producer"));
+    let exits = id("exits");
+    // 1.8.0 kills its host on every poll: the message goes again after each
+    // death, and after the third the schedule ends FAIL.
+    project.produce(&[(&exits, "1.8.0", json!({}), json!({}))]);
+    project.extra_env = tracing_env(Config::BlueKing, &receiver, &service);
+    let celerity = project.celerity(&["--python-workers", "1"], dir.join("celerity.log"));
+    let spans = receiver
+        .wait_for(Duration::from_secs(90), "a run that ends FAILURE", |spans| {
+            runs(spans, &service).iter().any(|s| s.attr("celery.state") == "FAILURE")
+        })
+        .await;
+    let runs = runs(&spans, &service);
+    assert!(runs.len() >= 3, "{runs:#?}\n{}", celerity.log());
+    let trace = runs[0].ids().2;
+    assert!(runs.iter().all(|r| r.ids().2 == trace), "every run of the schedule is in one trace: {runs:#?}");
+    check_parents(&spans, &runs);
+    for run in &runs {
+        assert_eq!(run.status(), 2, "a poll sent again or failed has an error status: {run:?}");
+        let state = run.attr("celery.state").as_str().unwrap_or_default();
+        assert!(["RETRY", "FAILURE"].contains(&state), "{run:?}");
+        if state == "RETRY" {
+            assert_eq!(run.attr("celerity.error_class"), "plugin host died", "{run:?}");
+            assert_eq!(run.0["events"][0]["attributes"]["exception.type"], "plugin host died", "{run:?}");
+        }
+    }
+}
+
+/// Every run in `runs` is a child of the publish of its own message, whose
+/// parent is the producer's publish or an earlier run.
+fn check_parents(spans: &[Span], runs: &[&Span]) {
+    let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.ids().0, s)).collect();
+    for run in runs {
+        let publish = by_id[run.ids().1];
+        assert_eq!(publish.name(), format!("apply_async/{SCHEDULE_TASK}"));
+        assert_eq!(run.attr("messaging.message.id"), publish.attr("messaging.message.id"));
+        let above = by_id.get(publish.ids().1).map(|s| s.name()).unwrap_or_default();
+        assert!(above == "POST /bk_plugin/invoke" || above.starts_with("run/"), "{above}");
+    }
+}

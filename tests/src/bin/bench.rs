@@ -23,7 +23,12 @@
 //!   plugin template runs it, `-P threads -c 500`;
 //! - `celerity-1-cluster`: one worker on a 3-node RabbitMQ cluster of its
 //!   own (a failover list of the three), Celerity's own queues quorum, the
-//!   framework's classic.
+//!   framework's classic;
+//! - `celerity-1-traced`, `celerity-1-traced-unsampled`: one worker with
+//!   OpenTelemetry on (blueapps' settings), exporting over OTLP/gRPC to a
+//!   receiver that only counts, every poll sampled (`always_on`), or none
+//!   (`parentbased_always_off`, blueapps' default: W1's producer sends no
+//!   trace context, so every run is a root and is not sampled).
 //!
 //! For each: polls/s (from the first landed poll to the last), wall time
 //! (from start-up), worker CPU seconds per 1,000 polls, peak RSS of the
@@ -43,6 +48,8 @@
 //!        bench raw --broker URL --db URL --inflight C
 
 use std::process::{Child, Command, Stdio};
+
+use celerity_tests::otlp::{Answer, Receiver};
 use std::time::{Duration, Instant};
 
 use broker_proto::topology;
@@ -135,7 +142,7 @@ impl Figures {
     }
 }
 
-fn spawn(contender: &str, k: usize, broker: &str, db: &TestDatabase, inflight: u16) -> Child {
+fn spawn(contender: &str, k: usize, broker: &str, db: &TestDatabase, inflight: u16, env: &[(String, String)]) -> Child {
     let log = std::env::temp_dir().join(format!("celerity-bench-{contender}-{k}.log"));
     let stderr = Stdio::from(std::fs::File::create(&log).expect("bench log"));
     let mut cmd = match contender {
@@ -208,7 +215,24 @@ fn spawn(contender: &str, k: usize, broker: &str, db: &TestDatabase, inflight: u
             c
         }
     };
+    cmd.envs(env.iter().cloned());
     cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("start {contender}: {e}"))
+}
+
+/// Tracing on, as blueapps' settings turn it on, into `receiver`: every
+/// poll sampled, or (`-unsampled`) blueapps' default, which samples no run
+/// that starts a trace.
+fn tracing_env(contender: &str, receiver: &Receiver) -> Vec<(String, String)> {
+    let sampler = if contender.ends_with("-unsampled") { "parentbased_always_off" } else { "always_on" };
+    [
+        ("ENABLE_OTEL_TRACE", "true".to_owned()),
+        ("BKAPP_OTEL_GRPC_HOST", format!("http://127.0.0.1:{}", receiver.grpc)),
+        ("BKAPP_OTEL_SERVICE_NAME", "celerity-bench".to_owned()),
+        ("BKAPP_OTEL_SAMPLER", sampler.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// Worker processes for a contender: `celerity-N` runs N, the rest one
@@ -241,7 +265,9 @@ async fn run(contender: &str, a: &Args) -> Figures {
     let (db0, broker0) = (cpu_secs_named("mariadbd"), cpu_secs_named("beam.smp"));
     let updated_before = global_status(&db, "Handler_update");
     let started = Instant::now();
-    let mut workers: Vec<Child> = (0..processes).map(|k| spawn(contender, k, &broker, &db, a.inflight)).collect();
+    let receiver = contender.contains("-traced").then(|| Receiver::start(Answer::Count));
+    let env = receiver.as_ref().map(|r| tracing_env(contender, r)).unwrap_or_default();
+    let mut workers: Vec<Child> = (0..processes).map(|k| spawn(contender, k, &broker, &db, a.inflight, &env)).collect();
     // Attached once polls land, when the workers' threads are all up.
     let mut perfs: Vec<(Child, std::path::PathBuf)> = Vec::new();
     let total = a.schedules as i64 * a.polls;
@@ -307,6 +333,10 @@ async fn run(contender: &str, a: &Args) -> Figures {
         }
         let _ = w.kill();
         let _ = w.wait();
+    }
+    if let Some(receiver) = &receiver {
+        // Sent by the workers' shutdown, which flushes what is queued.
+        println!("{contender}: the collector received {} spans for {total} polls", receiver.count());
     }
     let correct = count(
         &db,
