@@ -18,6 +18,7 @@ use celerity_tests::{
 use serde_json::json;
 
 const SCHEDULE_TASK: &str = "bk_plugin_framework.runtime.schedule.celery.tasks.schedule";
+const CALLBACK_TASK: &str = "bk_plugin_framework.runtime.callback.celery.tasks.callback";
 
 /// How a process is told to trace: as blueapps reads it, or the standard way.
 #[derive(Clone, Copy, Debug)]
@@ -56,17 +57,19 @@ fn id(name: &str) -> String {
     format!("{name:-<32}")
 }
 
-/// The framework's producer creates two schedules of `project`.
+/// The framework's producer creates three schedules of `project`: one
+/// polls three times, one fails, one waits for a callback.
 fn create_schedules(project: &Project) {
-    let (polls, failat) = (id("polls"), id("failat"));
+    let (polls, failat, waits) = (id("polls"), id("failat"), id("waits"));
     project.produce(&[
         (&polls, "1.0.0", json!({"polls": 3}), json!({})),
         (&failat, "1.0.0", json!({"polls": 3, "fail_at": 2}), json!({})),
+        (&waits, "1.2.0", json!({}), json!({})),
     ]);
 }
 
-/// Runs of the schedule task each project makes: three polls, and one that fails.
-const RUNS: usize = 4;
+/// Runs each project makes: three polls, one that fails, and the callback.
+const RUNS: usize = 5;
 
 fn produce(project: &mut Project, config: Config, receiver: &Receiver, producer: &str) {
     let worker_env = std::mem::replace(&mut project.extra_env, tracing_env(config, receiver, producer));
@@ -74,16 +77,25 @@ fn produce(project: &mut Project, config: Config, receiver: &Receiver, producer:
     project.extra_env = worker_env;
 }
 
-async fn all_final(project: &Project, worker: &ChildGuard) {
+/// Waits until every schedule is final, or waiting for its callback.
+async fn settled(project: &Project, worker: &ChildGuard) {
     let start = std::time::Instant::now();
     loop {
         let now = rows(&project.db);
-        if now.len() == 2 && now.values().all(|r| r.state == 4 || r.state == 5) {
+        let waiting = |t: &String| t == &id("waits") && now[t].state == 3;
+        if !now.is_empty() && now.iter().all(|(t, r)| r.state == 4 || r.state == 5 || waiting(t)) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "schedules not final: {now:#?}\n{}", worker.log());
+        assert!(start.elapsed() < Duration::from_secs(90), "schedules not settled: {now:#?}\n{}", worker.log());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The framework's callback API, traced as the producer is, for the schedule waiting.
+fn call_back(project: &mut Project, config: Config, receiver: &Receiver, producer: &str) {
+    let worker_env = std::mem::replace(&mut project.extra_env, tracing_env(config, receiver, producer));
+    project.callback(&id("waits"), "cb-1", &json!({"answer": 42}));
+    project.extra_env = worker_env;
 }
 
 fn runs<'s>(spans: &'s [Span], service: &str) -> Vec<&'s Span> {
@@ -92,12 +104,13 @@ fn runs<'s>(spans: &'s [Span], service: &str) -> Vec<&'s Span> {
 
 /// For each schedule (by the trace id its invoke span carries), the chain
 /// of span names from the producer's span to its last poll.
-fn chains(spans: &[Span], worker: &str) -> BTreeMap<String, Vec<String>> {
+fn chains(spans: &[Span], worker: &str) -> BTreeMap<(String, String), Vec<String>> {
     let mut out = BTreeMap::new();
     for run in runs(spans, worker) {
         let chain = chain(spans, run);
         let root = chain[0];
-        let schedule = root.attr("bk_plugin.trace_id").as_str().unwrap_or("(no invoke span)").to_owned();
+        let trace_id = root.attr("bk_plugin.trace_id").as_str().unwrap_or("(no request span)").to_owned();
+        let schedule = (trace_id, root.name().to_owned());
         let names: Vec<String> = chain.iter().map(|s| format!("{} [{}]", s.name(), s.kind())).collect();
         let longest = out.entry(schedule).or_insert_with(Vec::new);
         if names.len() > longest.len() {
@@ -113,11 +126,13 @@ fn check_runs(spans: &[Span], worker: &str) {
     let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.ids().0, s)).collect();
     for run in runs(spans, worker) {
         let parent = by_id.get(run.ids().1).unwrap_or_else(|| panic!("{worker}: run span without its parent: {run:?}"));
-        assert_eq!(parent.name(), format!("apply_async/{SCHEDULE_TASK}"), "{worker}: {run:?}");
+        let task = run.name().strip_prefix("run/").unwrap_or_default();
+        assert!([SCHEDULE_TASK, CALLBACK_TASK].contains(&task), "{run:?}");
+        assert_eq!(parent.name(), format!("apply_async/{task}"), "{worker}: {run:?}");
         assert_eq!(parent.kind(), 4, "the publish is a PRODUCER span");
         assert_eq!(run.kind(), 5, "the run is a CONSUMER span");
         assert_eq!(run.attr("celery.action"), "run");
-        assert_eq!(run.attr("celery.task_name"), SCHEDULE_TASK);
+        assert_eq!(run.attr("celery.task_name"), task);
         assert_eq!(run.attr("celery.state"), "SUCCESS", "{worker}: {run:?}");
         assert_eq!(parent.attr("celery.action"), "apply_async");
         assert_eq!(
@@ -144,8 +159,16 @@ async fn side_by_side(config: Config) {
         Config::Standard => "text",
     };
     let celerity = ours.celerity(&["--python-workers", "1", "--log-format", format], dir.join("celerity.log"));
-    all_final(&theirs, &framework).await;
-    all_final(&ours, &celerity).await;
+    for (project, worker, name) in [(&mut theirs, &framework, &theirs_name), (&mut ours, &celerity, &ours_name)] {
+        settled(project, worker).await;
+        call_back(project, config, &receiver, &format!("{name}-producer"));
+        let waits = id("waits");
+        let start = std::time::Instant::now();
+        while rows(&project.db)[&waits].state != 4 {
+            assert!(start.elapsed() < Duration::from_secs(60), "the callback did not land: {}", worker.log());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     let spans = receiver
         .wait_for(Duration::from_secs(60), "every run span of both workers", |spans| {
             runs(spans, &theirs_name).len() == RUNS && runs(spans, &ours_name).len() == RUNS
@@ -155,9 +178,9 @@ async fn side_by_side(config: Config) {
 
     // One trace per schedule, the same chain from the producer's span to the last poll.
     let (their_chains, our_chains) = (chains(&spans, &theirs_name), chains(&spans, &ours_name));
-    assert_eq!(their_chains.len(), 2, "{their_chains:#?}\n{}", log());
+    assert_eq!(their_chains.len(), 3, "{their_chains:#?}\n{}", log());
     assert_eq!(their_chains, our_chains, "the framework's worker (left) and Celerity (right) differ\n{}", log());
-    let polls = &our_chains[&id("polls")];
+    let polls = &our_chains[&(id("polls"), "POST /bk_plugin/invoke".to_owned())];
     assert_eq!(polls.len(), 1 + 2 * 3, "invoke, then publish and run for each of 3 polls: {polls:#?}");
     assert!(polls[0].starts_with("POST /bk_plugin/invoke"), "{polls:#?}");
     check_runs(&spans, &theirs_name);
@@ -167,8 +190,9 @@ async fn side_by_side(config: Config) {
     // and children for the plugin step and the database transaction.
     for run in runs(&spans, &ours_name) {
         let schedule = run.attr("bk_plugin.trace_id").as_str().unwrap_or_default();
-        assert!([id("polls"), id("failat")].contains(&schedule.to_owned()), "{run:?}");
-        assert_eq!(run.attr("bk_plugin.version"), "1.0.0");
+        assert!([id("polls"), id("failat"), id("waits")].contains(&schedule.to_owned()), "{run:?}");
+        let version = if schedule == id("waits") { "1.2.0" } else { "1.0.0" };
+        assert_eq!(run.attr("bk_plugin.version"), version);
         let outcome = run.attr("celerity.outcome").as_str().unwrap_or_default();
         assert!(["poll", "success", "fail"].contains(&outcome), "{run:?}");
         let names: Vec<&str> = children(&spans, run).iter().map(|s| s.name()).collect();
@@ -234,7 +258,7 @@ async fn polls_despite(receiver: &Receiver, grpc_port: u16, extra: &[(&str, &str
     let celerity =
         project.celerity(&["--python-workers", "1", "--http-addr", &http.to_string()], dir.join("celerity.log"));
     wait_health(http, 200, Duration::from_secs(60)).await;
-    all_final(&project, &celerity).await;
+    settled(&project, &celerity).await;
     let start = std::time::Instant::now();
     loop {
         let metrics = http_get(http, "/metrics").map(|(_, body)| body).unwrap_or_default();
@@ -321,7 +345,7 @@ fn http_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_plugins_http_call_is_a_span_under_its_poll() {
+async fn a_plugins_http_call_is_a_child_of_its_poll_span() {
     let receiver = Receiver::start(Answer::Accept);
     let (url, heads) = http_server();
     let dir = temp_dir();
@@ -341,13 +365,7 @@ async fn a_plugins_http_call_is_a_span_under_its_poll() {
     let chain: Vec<&str> = chain(&spans, get).iter().map(|s| s.name()).collect();
     assert_eq!(
         chain,
-        [
-            "POST /bk_plugin/invoke",
-            &format!("apply_async/{SCHEDULE_TASK}"),
-            &format!("run/{SCHEDULE_TASK}"),
-            "plugin step",
-            "GET"
-        ],
+        ["POST /bk_plugin/invoke", &format!("apply_async/{SCHEDULE_TASK}"), &format!("run/{SCHEDULE_TASK}"), "GET"],
         "{}",
         celerity.log()
     );

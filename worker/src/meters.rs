@@ -53,6 +53,12 @@ pub const SPANS_EXPORTED: &str = "celerity_trace_spans_exported_total";
 /// Spans lost, by reason (`queue full`: the collector is slower than the
 /// polls; `export failed`: it refused or could not be reached).
 pub const SPANS_DROPPED: &str = "celerity_trace_spans_dropped_total";
+/// The `reason` labels of [`SPANS_DROPPED`].
+pub const SPAN_DROP_REASONS: [&str; 2] = [QUEUE_FULL, EXPORT_FAILED];
+/// A span found the queue to the collector full.
+pub const QUEUE_FULL: &str = "queue full";
+/// A span's batch was refused, or the collector did not answer.
+pub const EXPORT_FAILED: &str = "export failed";
 
 /// 1, labelled with the build: `version`.
 pub const BUILD_INFO: &str = "celerity_build_info";

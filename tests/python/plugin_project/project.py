@@ -43,7 +43,7 @@ def produce(specs):
     for spec in specs:
         # With tracing on, each execute runs in a span standing in for the
         # invoke API's request span (Django's instrumentation, in an app).
-        with invoke_span(spec["trace_id"]):
+        with request_span("POST /bk_plugin/invoke", spec["trace_id"]):
             result = BKPluginExecutor(trace_id=spec["trace_id"]).execute(
                 plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs=spec.get("context", {})
             )
@@ -52,7 +52,9 @@ def produce(specs):
         tracing.PROVIDER.shutdown()
 
 
-def invoke_span(trace_id):
+def request_span(name, trace_id):
+    """With tracing on, a span standing in for the plugin API request's
+    (Django's instrumentation makes it, in an app)."""
     import contextlib
 
     if tracing.PROVIDER is None:
@@ -60,9 +62,7 @@ def invoke_span(trace_id):
     from opentelemetry import trace
 
     tracer = trace.get_tracer("plugin_project")
-    return tracer.start_as_current_span(
-        "POST /bk_plugin/invoke", kind=trace.SpanKind.SERVER, attributes={"bk_plugin.trace_id": trace_id}
-    )
+    return tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER, attributes={"bk_plugin.trace_id": trace_id})
 
 
 def produce_paced(version, prefix, count, spread, procs, inputs):
@@ -108,7 +108,11 @@ def produce_paced(version, prefix, count, spread, procs, inputs):
 def callback(trace_id, callback_id, data):
     from bk_plugin_framework.runtime.callback.api import callback as send
 
-    print(json.dumps(send(trace_id, callback_id, data)))
+    with request_span("POST /bk_plugin/callback", trace_id):
+        answer = send(trace_id, callback_id, data)
+    if tracing.PROVIDER is not None:
+        tracing.PROVIDER.shutdown()
+    print(json.dumps(answer))
 
 
 def read(trace_id):

@@ -237,7 +237,7 @@ impl<S: Store, P: Publish> Routed<'_, '_, S, P> {
         let (trace_id, span_id) = span.ids();
         let logged = tracing::info_span!("otel", %trace_id, %span_id);
         let handled: Handled = running.with_context(span.context()).instrument(logged).await.into();
-        span.end(&handled);
+        span.end(handled.span_end());
         handled
     }
 }

@@ -26,7 +26,7 @@ pub struct StepInput {
     pub data: String,
     /// The callback, for the callback task.
     pub callback: Option<Callback>,
-    /// The step span's W3C trace context (`traceparent`, `tracestate`),
+    /// The run span's W3C trace context (`traceparent`, `tracestate`),
     /// when tracing is on: a Python host runs the step inside it.
     pub trace_context: Vec<(String, String)>,
 }

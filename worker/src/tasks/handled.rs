@@ -6,6 +6,7 @@ use celerity_db::State;
 
 use crate::broker::BrokerError;
 use crate::control::events::TaskEnd;
+use crate::telemetry::spans::Ended;
 
 /// How a delivery was handled.
 #[derive(Debug)]
@@ -185,6 +186,21 @@ impl Handled {
             }
             Handled::HandedBack(_) | Handled::Interrupted | Handled::SetAside | Handled::Parked => TaskEnd::Rejected,
         }
+    }
+}
+
+impl Handled {
+    /// How the run's span ends: Celery's state for the event it sends, and
+    /// an error status for a run that failed, was sent again or could not
+    /// make its effect durable.
+    pub fn span_end(&self) -> Ended {
+        let (state, error) = match self.event() {
+            TaskEnd::Succeeded => ("SUCCESS", false),
+            TaskEnd::Retried => ("RETRY", true),
+            TaskEnd::Failed(_) => ("FAILURE", true),
+            TaskEnd::Rejected => ("REJECTED", matches!(self, Handled::HandedBack(_))),
+        };
+        Ended { state, error, outcome: self.label() }
     }
 }
 

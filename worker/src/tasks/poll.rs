@@ -112,12 +112,10 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
             Local::Elsewhere(input) => input,
         };
         let version = KeyValue::new("bk_plugin.version", row.plugin_version.clone());
-        let stepping = async move {
-            // Inside the step's span: a Python host runs the step in it.
-            let input = StepInput { trace_context: spans::current_context(), ..input };
-            ctx.plugins.step(input).await
-        };
-        let decision = match spans::child("plugin step", vec![version], stepping).await {
+        // A Python host runs the step in the run's context, so the plugin's
+        // own spans are the run's children, as under the Python worker.
+        let input = StepInput { trace_context: spans::current_context(), ..input };
+        let decision = match spans::child("plugin step", vec![version], ctx.plugins.step(input)).await {
             Ok(step) => conclude(row, step, ctx.store.now()),
             Err(StepError::TimedOut(limit)) => {
                 fail_unrun(row, format!("plugin schedule timed out after {} s", limit.as_secs_f64()), now)

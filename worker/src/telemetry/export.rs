@@ -116,7 +116,7 @@ impl SpanProcessor for Bounded {
     fn on_end(&self, span: SpanData) {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.cap {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            metrics::counter!(meters::SPANS_DROPPED, "reason" => "queue full").increment(1);
+            metrics::counter!(meters::SPANS_DROPPED, "reason" => meters::QUEUE_FULL).increment(1);
             return;
         }
         self.inner.on_end(span);
@@ -162,7 +162,7 @@ impl<E: SpanExporter + 'static> SpanExporter for Counted<E> {
         match &sent {
             Ok(()) => metrics::counter!(meters::SPANS_EXPORTED).increment(n),
             Err(e) => {
-                metrics::counter!(meters::SPANS_DROPPED, "reason" => "export failed").increment(n);
+                metrics::counter!(meters::SPANS_DROPPED, "reason" => meters::EXPORT_FAILED).increment(n);
                 tracing::debug!(error = %e, spans = n, "spans not exported");
             }
         }

@@ -20,9 +20,6 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
 
-use crate::control::events::TaskEnd;
-use crate::tasks::Handled;
-
 static ON: AtomicBool = AtomicBool::new(false);
 
 /// The instrumentation scope the spans are reported under.
@@ -92,24 +89,27 @@ impl Run {
         self.cx.clone()
     }
 
-    /// Ends the span with how the run was handled: `celery.state` as
-    /// Celery's would read, Celerity's outcome, and an error status for a
-    /// run that failed, was retried or could not make its effect durable.
-    pub fn end(self, handled: &Handled) {
+    /// Ends the span with how the run ended.
+    pub fn end(self, ended: Ended) {
         let span = self.cx.span();
-        let (state, error) = match handled.event() {
-            TaskEnd::Succeeded => ("SUCCESS", false),
-            TaskEnd::Retried => ("RETRY", true),
-            TaskEnd::Failed(_) => ("FAILURE", true),
-            TaskEnd::Rejected => ("REJECTED", matches!(handled, Handled::HandedBack(_))),
-        };
-        span.set_attribute(KeyValue::new("celery.state", state));
-        span.set_attribute(KeyValue::new("celerity.outcome", handled.label()));
-        if error {
-            span.set_status(Status::error(handled.label()));
+        span.set_attribute(KeyValue::new("celery.state", ended.state));
+        span.set_attribute(KeyValue::new("celerity.outcome", ended.outcome));
+        if ended.error {
+            span.set_status(Status::error(ended.outcome));
         }
         span.end();
     }
+}
+
+/// How a run's span ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// `celery.state`, as Celery's signals would say (`SUCCESS`, `RETRY`, `FAILURE`, `REJECTED`).
+    pub state: &'static str,
+    /// Whether the span's status is an error, with `outcome` as its description.
+    pub error: bool,
+    /// `celerity.outcome`: the `outcome` label of `celerity_tasks_total`.
+    pub outcome: &'static str,
 }
 
 /// Adds attributes to the current run's span (known only once a step ran).

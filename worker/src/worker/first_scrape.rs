@@ -54,6 +54,10 @@ pub fn register(config: &WorkerConfig) {
     }
     metrics::counter!(meters::RECONNECTS).absolute(0);
     metrics::counter!(meters::DEAD_LETTERED).absolute(0);
+    metrics::counter!(meters::SPANS_EXPORTED).absolute(0);
+    for reason in meters::SPAN_DROP_REASONS {
+        metrics::counter!(meters::SPANS_DROPPED, "reason" => reason).absolute(0);
+    }
     for cause in HOST_CAUSES {
         metrics::counter!(meters::HOST_RESTARTS, "cause" => cause).absolute(0);
     }
@@ -89,6 +93,11 @@ fn describe() {
         "Consumers of a consumed queue, every worker's, as the broker counts them."
     );
     describe_counter!(meters::DEAD_LETTERED, "Messages moved to the dead-letter queue.");
+    describe_counter!(meters::SPANS_EXPORTED, "Spans sent to the OTLP collector.");
+    describe_counter!(
+        meters::SPANS_DROPPED,
+        "Spans lost, by reason: the queue to the collector full, or an export refused or unanswered."
+    );
     describe_counter!(meters::HOST_RESTARTS, "Python plugin hosts replaced, by cause.");
     describe_gauge!(meters::IN_FLIGHT, "Deliveries holding a concurrency slot now.");
     describe_gauge!(meters::PAUSED, "1 while the worker takes no deliveries because of an environment fault.");
@@ -158,6 +167,9 @@ mod tests {
             r#"celerity_queue_unavailable_total{queue="plugin_schedule"}"#,
             "celerity_broker_reconnects_total",
             "celerity_dead_lettered_total",
+            "celerity_trace_spans_exported_total",
+            r#"celerity_trace_spans_dropped_total{reason="queue full"}"#,
+            r#"celerity_trace_spans_dropped_total{reason="export failed"}"#,
             r#"celerity_python_host_restarts_total{cause="max_memory"}"#,
             "celerity_polls_in_flight",
             "celerity_consumption_paused",

@@ -331,7 +331,7 @@ class Step:
 
 def attach_trace_context(carrier):
     """With tracing on in the worker and OpenTelemetry in the project's
-    environment, the step runs inside the worker's step span, so spans the
+    environment, the step runs inside the worker's run span, so spans the
     plugin's own code makes (its HTTP calls, through the requests
     instrumentation) are its children. Without OpenTelemetry, nothing."""
     if not carrier:

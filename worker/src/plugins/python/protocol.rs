@@ -27,7 +27,7 @@ pub struct Request<'a> {
     pub data: &'a str,
     /// `{"id", "data"}` for the callback task.
     pub callback: Option<CallbackArg<'a>>,
-    /// `{"traceparent", "tracestate"}` of the step's span, when tracing is on.
+    /// `{"traceparent", "tracestate"}` of the run's span, when tracing is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_context: Option<std::collections::BTreeMap<&'a str, &'a str>>,
 }
