@@ -247,3 +247,56 @@ impl Injector for Carried {
         self.0.push((key.to_owned(), value));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use broker_proto::{AMQPValue, LongString};
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::*;
+
+    fn parent_of(value: AMQPValue) -> opentelemetry::trace::SpanContext {
+        let mut msg = TaskMessage::new("t", "id");
+        msg.extra_headers.insert(TRACEPARENT.into(), value);
+        msg.extra_headers.insert(TRACESTATE.into(), AMQPValue::LongString(LongString::from("k=v")));
+        TraceContextPropagator::new().extract(&Headers(&msg)).span().span_context().clone()
+    }
+
+    #[test]
+    fn a_producers_context_is_read_from_the_headers() {
+        let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03";
+        let parent = parent_of(AMQPValue::LongString(LongString::from(sent)));
+        assert!(parent.is_valid() && parent.is_remote() && parent.is_sampled());
+        assert_eq!(parent.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(parent.trace_state().header(), "k=v");
+    }
+
+    #[test]
+    fn a_header_that_is_no_trace_context_starts_a_new_trace() {
+        for bad in [
+            AMQPValue::LongString(LongString::from("00-zz-yy-01")),
+            AMQPValue::LongString(LongString::from(format!("00-{}-b7ad6b7169203331-01", "a".repeat(100_000)))),
+            AMQPValue::LongString(LongString::from(vec![0xff; 55])),
+            AMQPValue::LongString(LongString::from("00-00000000000000000000000000000000-b7ad6b7169203331-01")),
+            AMQPValue::LongInt(7),
+            AMQPValue::FieldTable(Default::default()),
+        ] {
+            assert!(!parent_of(bad.clone()).is_valid(), "{bad:?} read as a context");
+        }
+    }
+
+    #[test]
+    fn written_context_replaces_the_one_received() {
+        let mut carried = Carried::default();
+        let parent = parent_of(AMQPValue::LongString(LongString::from(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )));
+        TraceContextPropagator::new().inject_context(&Context::new().with_remote_span_context(parent), &mut carried);
+        let mut msg = TaskMessage::new("t", "id");
+        msg.set_trace_headers([(TRACEPARENT, "00-11111111111111111111111111111111-2222222222222222-01")]);
+        msg.set_trace_headers(carried.0.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(msg.trace_header(TRACEPARENT), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_eq!(msg.trace_header(TRACESTATE), Some("k=v"));
+    }
+}
