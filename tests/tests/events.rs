@@ -10,6 +10,7 @@ use std::time::Duration;
 use broker_proto::topology;
 use celerity::plugins::Registry;
 use celerity_db::State;
+use celerity_tests::workload::count;
 use celerity_tests::{
     InProcessWorker, Vhost, confirmed_channel, declare_framework_queue, example_data, free_local_addr, http_get,
     insert_schedule, migrated_database, publish_task, python, python_script, task_message, unique, wait_for_rows,
@@ -218,11 +219,13 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
     ))
     .execute(&mut tdb.connect())
     .unwrap();
-    // Listening first: the lock below lasts 2.5 s from now.
     let url = vhost.url();
     let dump = tokio::task::spawn_blocking(move || receiver(&url, 10)).await.unwrap();
-    // A transient one on the other: its row is locked for a while (lock wait timeout).
+    // A transient one on the other: its row stays locked (lock wait
+    // timeout) until the worker has retried it, however long the worker
+    // takes to start on a busy machine.
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let holder = {
         let mut conn = tdb.connect();
         let id = locked.clone();
@@ -231,7 +234,7 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
                 diesel::sql_query(format!("SELECT * FROM schedule_schedule WHERE trace_id = '{id}' FOR UPDATE"))
                     .execute(c)?;
                 locked_tx.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(2500));
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
                 Ok(())
             })
             .unwrap();
@@ -247,6 +250,13 @@ async fn retried_and_failed_tasks_show_as_celery_shows_them() {
     for m in &messages {
         publish_task(&ch, topology::EXCHANGE, topology::SCHEDULE_QUEUE.name, m).await;
     }
+    let retried_sql = format!("SELECT COUNT(*) AS n FROM celerity_schedule_retry WHERE trace_id = '{locked}'");
+    let waited = std::time::Instant::now();
+    while count(&tdb, &retried_sql) == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the locked schedule was never retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    release_tx.send(()).unwrap();
     wait_for_rows(&tdb, Duration::from_secs(20), |r| r.values().all(|r| r.state >= State::Success.code())).await;
     holder.join().unwrap();
     let events = tokio::task::spawn_blocking(move || events_of(dump)).await.unwrap();

@@ -420,3 +420,35 @@ fn check_parents(spans: &[Span], runs: &[&Span]) {
         assert!(above == "POST /bk_plugin/invoke" || above.starts_with("run/"), "{above}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_opentelemetry_in_the_projects_environment_the_steps_run_as_before() {
+    let receiver = Receiver::start(Answer::Accept);
+    let (url, heads) = http_server();
+    let dir = temp_dir();
+    // `opentelemetry` cannot be imported by the project's processes.
+    let shadow = dir.join("no-opentelemetry");
+    std::fs::create_dir_all(shadow.join("opentelemetry")).unwrap();
+    std::fs::write(shadow.join("opentelemetry/__init__.py"), "raise ImportError('not installed here')\n").unwrap();
+    let mut project = Project::new(&python());
+    create_schedules(&project);
+    let calls = id("calls");
+    project.produce(&[(&calls, "3.1.0", json!({"url": url}), json!({}))]);
+    let service = unique("celerity");
+    project.extra_env = tracing_env(Config::BlueKing, &receiver, &service);
+    let path = project.env().into_iter().find(|(k, _)| k == "PYTHONPATH").map(|(_, v)| v).unwrap_or_default();
+    project.extra_env.push(("PYTHONPATH".into(), format!("{}:{path}", shadow.display())));
+    let celerity = project.celerity(&["--python-workers", "1"], dir.join("celerity.log"));
+    settled(&project, &celerity).await;
+    let rows = rows(&project.db);
+    assert_eq!((rows[&id("polls")].state, rows[&id("polls")].invoke_count), (4, 4), "{}", celerity.log());
+    assert_eq!(rows[&id("failat")].err, "plugin schedule failed: fail_at reached");
+    assert!(rows[&calls].data.contains(r#""status": 200"#), "{}", rows[&calls].data);
+    // The worker's own spans still go out; the plugin's call was made
+    // untraced, as before: no span of it, no traceparent sent.
+    let spans =
+        receiver.wait_for(Duration::from_secs(60), "the worker's run spans", |s| runs(s, &service).len() == 5).await;
+    assert!(spans.iter().all(|s| s.service() == service && s.name() != "GET"), "{spans:#?}");
+    let head = heads.lock().unwrap().join("\n").to_lowercase();
+    assert!(head.contains("get /status") && !head.contains("traceparent"), "{head}");
+}

@@ -29,7 +29,11 @@ def setup():
     if not (enabled or standard):
         return None
 
-    from opentelemetry import trace
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        # Not installed in this environment: the app runs untraced.
+        return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
