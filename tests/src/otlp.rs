@@ -143,15 +143,15 @@ impl Span {
     }
 }
 
-/// The spans of `service`, by span id.
-pub fn by_id<'s>(spans: &'s [Span], service: &str) -> BTreeMap<&'s str, &'s Span> {
-    spans.iter().filter(|s| s.service() == service).map(|s| (s.ids().0, s)).collect()
+/// `spans` by span id.
+pub fn by_id(spans: &[Span]) -> BTreeMap<&str, &Span> {
+    spans.iter().map(|s| (s.ids().0, s)).collect()
 }
 
 /// The chain of span names from the root of the trace down to `leaf`, root
 /// first, following parent ids through `spans` (any service).
 pub fn chain<'s>(spans: &'s [Span], leaf: &'s Span) -> Vec<&'s Span> {
-    let all: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.ids().0, s)).collect();
+    let all = by_id(spans);
     let mut out = vec![leaf];
     let mut at = leaf;
     while let Some(parent) = all.get(at.ids().1) {

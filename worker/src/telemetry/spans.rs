@@ -140,13 +140,9 @@ pub fn record_error(class: &str, message: &str) {
 
 /// Runs `step` in a child span of the current one, named `name`.
 pub async fn child<T>(name: &'static str, attributes: Vec<KeyValue>, step: impl Future<Output = T>) -> T {
-    if !on() {
+    let Some(parent) = current_run() else {
         return step.await;
-    }
-    let parent = Context::current();
-    if !parent.span().span_context().is_valid() {
-        return step.await;
-    }
+    };
     let tracer = global::tracer(SCOPE);
     let span = tracer
         .span_builder(name)
@@ -162,15 +158,22 @@ pub async fn child<T>(name: &'static str, attributes: Vec<KeyValue>, step: impl 
 /// The current span's W3C trace context as a propagator writes it
 /// (`traceparent`, `tracestate`); empty when tracing is off or no span is current.
 pub fn current_context() -> Vec<(String, String)> {
+    current_run().map(|cx| carried(&cx)).unwrap_or_default()
+}
+
+/// The current context, when tracing is on and a run's span is current.
+fn current_run() -> Option<Context> {
     if !on() {
-        return Vec::new();
+        return None;
     }
     let cx = Context::current();
-    if !cx.span().span_context().is_valid() {
-        return Vec::new();
-    }
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// `cx`'s trace context as the propagator writes it into headers.
+fn carried(cx: &Context) -> Vec<(String, String)> {
     let mut carried = Carried::default();
-    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carried));
+    global::get_text_map_propagator(|p| p.inject_context(cx, &mut carried));
     carried.0
 }
 
@@ -186,13 +189,7 @@ impl Publishing {
     /// `msg` carrying a new producer span's context, when tracing is on and
     /// a run's span is current; `None` otherwise (the message goes as it is).
     pub fn start(msg: &TaskMessage, queue: &str) -> Option<Publishing> {
-        if !on() {
-            return None;
-        }
-        let parent = Context::current();
-        if !parent.span().span_context().is_valid() {
-            return None;
-        }
+        let parent = current_run()?;
         let tracer = global::tracer(SCOPE);
         let span = tracer
             .span_builder(format!("apply_async/{}", msg.task))
@@ -205,10 +202,8 @@ impl Publishing {
             ])
             .start_with_context(&tracer, &parent);
         let cx = parent.with_span(span);
-        let mut carried = Carried::default();
-        global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carried));
         let mut msg = msg.clone();
-        msg.set_trace_headers(carried.0.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        msg.set_trace_headers(carried(&cx).iter().map(|(k, v)| (k.as_str(), v.as_str())));
         Some(Publishing { msg, cx })
     }
 
