@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use celerity_tests::otlp::{Answer, Receiver, Span, chain, children};
+use celerity_tests::otlp::{Answer, Receiver, Span, by_id, chain, children};
 use celerity_tests::plugin_project::Project;
 use celerity_tests::{
     ChildGuard, free_local_addr, free_port, http_get, metric_sample, python, rows, temp_dir, unique, wait_health,
@@ -123,7 +123,7 @@ fn chains(spans: &[Span], worker: &str) -> BTreeMap<(String, String), Vec<String
 /// Every run span of `worker`: a child of the producer span that published
 /// its message, with Celery's key attributes.
 fn check_runs(spans: &[Span], worker: &str) {
-    let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.ids().0, s)).collect();
+    let by_id = by_id(spans);
     for run in runs(spans, worker) {
         let parent = by_id.get(run.ids().1).unwrap_or_else(|| panic!("{worker}: run span without its parent: {run:?}"));
         let task = run.name().strip_prefix("run/").unwrap_or_default();
@@ -357,8 +357,10 @@ async fn a_plugins_http_call_is_a_child_of_its_poll_span() {
     project.extra_env = tracing_env(Config::BlueKing, &receiver, &service);
     let celerity = project.celerity(&["--python-workers", "1"], dir.join("celerity.log"));
     let spans = receiver
-        .wait_for(Duration::from_secs(90), "the plugin's HTTP call", |spans| {
-            spans.iter().any(|s| s.kind() == 3 && s.name() == "GET")
+        // The host sends its span as soon as the call ends; the run's span
+        // comes after the step, from the worker: wait for the whole chain.
+        .wait_for(Duration::from_secs(90), "the plugin's HTTP call and the spans above it", |spans| {
+            spans.iter().filter(|s| s.kind() == 3 && s.name() == "GET").any(|get| chain(spans, get).len() == 4)
         })
         .await;
     let get = spans.iter().find(|s| s.kind() == 3 && s.name() == "GET").unwrap();
@@ -411,7 +413,7 @@ async fn a_poll_sent_again_and_its_fail_fallback_stay_in_the_schedules_trace() {
 /// Every run in `runs` is a child of the publish of its own message, whose
 /// parent is the producer's publish or an earlier run.
 fn check_parents(spans: &[Span], runs: &[&Span]) {
-    let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.ids().0, s)).collect();
+    let by_id = by_id(spans);
     for run in runs {
         let publish = by_id[run.ids().1];
         assert_eq!(publish.name(), format!("apply_async/{SCHEDULE_TASK}"));
