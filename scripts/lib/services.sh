@@ -32,6 +32,8 @@ ensure_packages() {
     [ -e /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
     command -v rsync >/dev/null 2>&1 || missing+=(rsync)
     command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+    # The nemesis partitions RabbitMQ nodes and cuts connections with iptables.
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"

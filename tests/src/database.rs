@@ -64,6 +64,12 @@ impl TestDatabase {
         format!("{}/{}", self.base, self.name)
     }
 
+    /// The database's URL with the same user through `host_port` (a proxy in front of its server).
+    pub fn url_via(&self, host_port: &str) -> String {
+        let user = self.base.trim_start_matches("mysql://").rsplit_once('@').map_or("root", |(u, _)| u);
+        format!("mysql://{user}@{host_port}/{}", self.name)
+    }
+
     /// A pooled handle on it, for the repository's functions.
     pub fn handle(&self) -> celerity_db::Db {
         celerity_db::Db::new(celerity_db::DbConfig::new(self.url())).expect("db handle")

@@ -136,22 +136,38 @@ impl GaleraCluster {
              \x20   default-server on-marked-down shutdown-sessions\n{servers}",
             self.proxy_port
         );
-        let path = self.dir.join("haproxy.cfg");
-        std::fs::write(&path, config).expect("write haproxy.cfg");
-        let log = std::fs::File::create(self.dir.join("haproxy.log")).expect("haproxy log");
+        std::fs::write(self.dir.join("haproxy.cfg"), config).expect("write haproxy.cfg");
+        self.spawn_proxy();
+        let start = Instant::now();
+        while MysqlConnection::establish(&self.base()).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "haproxy does not pass connections to the cluster");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Starts HAProxy on its configuration, without waiting for it.
+    pub fn spawn_proxy(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("haproxy.log"))
+            .expect("haproxy log");
         let child = Command::new("/usr/sbin/haproxy")
             .arg("-db")
             .arg("-f")
-            .arg(&path)
+            .arg(self.dir.join("haproxy.cfg"))
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("start haproxy");
         self.proxy = Some(child);
-        let start = Instant::now();
-        while MysqlConnection::establish(&self.base()).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "haproxy does not pass connections to the cluster");
-            std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// `kill -9` HAProxy: every connection through it is cut.
+    pub fn kill_proxy(&mut self) {
+        if let Some(mut child) = self.proxy.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -232,6 +248,28 @@ impl GaleraCluster {
         self.wait_ready(i);
     }
 
+    /// Starts node `i` again, rejoining the others, without waiting: see
+    /// [`GaleraCluster::ready`].
+    pub fn relaunch(&mut self, i: usize) {
+        if self.nodes[i].child.is_none() {
+            self.launch(i, false);
+        }
+    }
+
+    /// Whether node `i` answers and is part of the primary component.
+    pub fn ready(&self, i: usize) -> bool {
+        self.status(i, "wsrep_ready").as_deref() == Some("ON")
+    }
+
+    /// Sets `gmcast.isolate` on node `i` without waiting for its effect.
+    pub fn set_isolated(&self, i: usize, cut: bool) -> Result<(), String> {
+        let mut conn = MysqlConnection::establish(&self.node_base(i)).map_err(|e| e.to_string())?;
+        diesel::sql_query(format!("SET GLOBAL wsrep_provider_options = 'gmcast.isolate={}'", u8::from(cut)))
+            .execute(&mut conn)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Cuts node `i` off from the group (`gmcast.isolate`), or lets it back:
     /// cut off, it leaves the primary component and answers 1047.
     pub fn isolate(&self, i: usize, cut: bool) {
@@ -245,6 +283,11 @@ impl GaleraCluster {
             assert!(start.elapsed() < Duration::from_secs(60), "node {i} wsrep_ready did not turn {want}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// HAProxy's log.
+    pub fn proxy_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
     }
 
     /// What node `i` has logged.

@@ -23,6 +23,8 @@ pub struct PrivateRabbitmq {
     dist_port: u16,
     tls_port: Option<u16>,
     certs: Option<TestCerts>,
+    /// More arguments for its Erlang VM (`RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`).
+    erl_args: String,
     server: Option<Child>,
 }
 
@@ -39,20 +41,26 @@ impl PrivateRabbitmq {
     }
 
     fn start_with(tls: bool) -> PrivateRabbitmq {
-        PrivateRabbitmq::start_in(tls, None)
+        PrivateRabbitmq::start_in(tls, None, "", "")
     }
 
     /// Starts a fresh node whose Erlang cookie lives in `home`, so that it
     /// can join the other nodes started there.
     pub fn start_sharing_cookie(home: &std::path::Path) -> PrivateRabbitmq {
-        PrivateRabbitmq::start_in(false, Some(home.to_owned()))
+        PrivateRabbitmq::start_in(false, Some(home.to_owned()), "", "")
     }
 
-    fn start_in(tls: bool, home: Option<PathBuf>) -> PrivateRabbitmq {
+    /// [`PrivateRabbitmq::start_sharing_cookie`] with more `rabbitmq.conf`
+    /// lines and more arguments for the node's Erlang VM.
+    pub fn start_configured(home: &std::path::Path, conf: &str, erl_args: &str) -> PrivateRabbitmq {
+        PrivateRabbitmq::start_in(false, Some(home.to_owned()), conf, erl_args)
+    }
+
+    fn start_in(tls: bool, home: Option<PathBuf>, extra_conf: &str, erl_args: &str) -> PrivateRabbitmq {
         let dir = temp_dir();
         std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("plugins file");
         let port = free_port();
-        let mut conf = format!("listeners.tcp.default = 127.0.0.1:{port}\n");
+        let mut conf = format!("listeners.tcp.default = 127.0.0.1:{port}\n{extra_conf}");
         let (tls_port, certs) = if tls {
             let certs = TestCerts::create(&dir);
             let tls_port = free_port();
@@ -71,8 +79,17 @@ impl PrivateRabbitmq {
         std::fs::write(dir.join("rabbitmq.conf"), conf).expect("config file");
         let node = format!("{}@localhost", unique("celerity-rmq"));
         let home = home.unwrap_or_else(|| dir.clone());
-        let mut server =
-            PrivateRabbitmq { dir, home, node, port, dist_port: free_port(), tls_port, certs, server: None };
+        let mut server = PrivateRabbitmq {
+            dir,
+            home,
+            node,
+            port,
+            dist_port: free_port(),
+            tls_port,
+            certs,
+            erl_args: erl_args.to_owned(),
+            server: None,
+        };
         server.launch();
         server
     }
@@ -101,6 +118,9 @@ impl PrivateRabbitmq {
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.dir.join("enabled_plugins"))
             .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq.conf"))
             .env("RABBITMQ_PID_FILE", self.dir.join("rabbitmq.pid"));
+        if !self.erl_args.is_empty() {
+            cmd.env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", &self.erl_args);
+        }
         cmd
     }
 
@@ -144,6 +164,16 @@ impl PrivateRabbitmq {
             assert!(started.elapsed() < Duration::from_secs(90), "private RabbitMQ port not open:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Its AMQP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its Erlang distribution port (other nodes and the CLI connect to it).
+    pub fn dist_port(&self) -> u16 {
+        self.dist_port
     }
 
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`.
@@ -196,6 +226,11 @@ impl PrivateRabbitmq {
         let out = self.command(CTL).args(["-n", &self.node]).args(args).output().expect("run rabbitmqctl");
         assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Its log folder (the node's own log, not its start-up output).
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
     }
 
     /// The node's start-up output.

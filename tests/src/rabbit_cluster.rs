@@ -1,6 +1,11 @@
 //! Three RabbitMQ nodes on this machine, each with its own node name, ports
 //! and data directory, one Erlang cookie, joined with `rabbitmqctl
 //! join_cluster`. Started by the test that needs it; stopped when dropped.
+//!
+//! A cluster started with [`RabbitCluster::start_partitionable`] can be cut
+//! in two with iptables: each node opens its distribution connections from
+//! an address of its own (127.0.0.11, .12, .13), so the rules can tell one
+//! node's links from the others' on one loopback.
 
 use std::path::PathBuf;
 
@@ -14,18 +19,46 @@ pub struct RabbitCluster {
     pub nodes: Vec<PrivateRabbitmq>,
 }
 
+/// The partition handling mode of a partitionable cluster: a node that
+/// finds itself in the minority pauses (closes its clients, serves nothing)
+/// until the partition heals. RabbitMQ's advice for three nodes or more: the
+/// majority side goes on, and no side accepts writes it would throw away at
+/// the heal, as `autoheal` does to the losing side's classic queues.
+pub const PARTITION_HANDLING: &str = "pause_minority";
+
+/// How fast nodes notice a lost peer: `net_ticktime` 10 s (Erlang's default
+/// is 60 s, so a partition of under a minute would go unseen).
+const NET_TICKTIME_S: u32 = 10;
+
 impl RabbitCluster {
     /// Starts node 0, then nodes 1 and 2, each joining node 0.
     pub fn start() -> RabbitCluster {
+        RabbitCluster::start_nodes(|home, _| PrivateRabbitmq::start_sharing_cookie(home))
+    }
+
+    /// [`RabbitCluster::start`], each node with its own source address for
+    /// its cluster links, `pause_minority` and a 10 s `net_ticktime`.
+    pub fn start_partitionable() -> RabbitCluster {
+        RabbitCluster::start_nodes(|home, i| {
+            let conf = format!("cluster_partition_handling = {PARTITION_HANDLING}\n");
+            let erl = format!(
+                "-kernel inet_dist_connect_options [{{ip,{{127,0,0,{}}}}}] -kernel net_ticktime {NET_TICKTIME_S}",
+                11 + i
+            );
+            PrivateRabbitmq::start_configured(home, &conf, &erl)
+        })
+    }
+
+    fn start_nodes(start: impl Fn(&std::path::Path, usize) -> PrivateRabbitmq) -> RabbitCluster {
         let home = temp_dir();
         let cookie = home.join(".erlang.cookie");
         std::fs::write(&cookie, crate::unique("cookie").replace('-', "").to_uppercase()).expect("cookie");
         let chmod = std::process::Command::new("chmod").arg("400").arg(&cookie).status().expect("chmod");
         assert!(chmod.success(), "chmod of the cookie failed");
-        let first = PrivateRabbitmq::start_sharing_cookie(&home);
+        let first = start(&home, 0);
         let mut nodes = vec![first];
-        for _ in 1..3 {
-            let node = PrivateRabbitmq::start_sharing_cookie(&home);
+        for i in 1..3 {
+            let node = start(&home, i);
             node.ctl(&["stop_app"]);
             node.ctl(&["join_cluster", nodes[0].node()]);
             node.ctl(&["start_app"]);
@@ -74,8 +107,56 @@ impl RabbitCluster {
     }
 }
 
+impl RabbitCluster {
+    /// The iptables chain of this cluster's partition rules.
+    fn chain(&self) -> String {
+        format!("celerity-part-{}", self.nodes[0].port())
+    }
+
+    /// Cuts node `i` of a partitionable cluster off from the other nodes and
+    /// from every client (its AMQP port), dropping packets silently, as a
+    /// lost link does; or, with `cut` false, lets it back.
+    pub fn partition(&self, i: usize, cut: bool) -> Result<(), String> {
+        let chain = self.chain();
+        let ipt = |args: &[&str]| -> Result<(), String> {
+            let out =
+                std::process::Command::new("iptables").arg("-w").args(args).output().map_err(|e| e.to_string())?;
+            if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+        };
+        if !cut {
+            ipt(&["-F", &chain])?;
+            return Ok(());
+        }
+        if ipt(&["-N", &chain]).is_ok() {
+            ipt(&["-I", "OUTPUT", "-j", &chain])?;
+        }
+        let ip = |k: usize| format!("127.0.0.{}", 11 + k);
+        let port = |k: usize| self.nodes[k].port().to_string();
+        let dist = |k: usize| self.nodes[k].dist_port().to_string();
+        let drop = |rule: &[&str]| -> Result<(), String> {
+            let mut args = vec!["-A", chain.as_str(), "-p", "tcp"];
+            args.extend_from_slice(rule);
+            args.extend_from_slice(&["-j", "DROP"]);
+            ipt(&args)
+        };
+        for k in (0..self.nodes.len()).filter(|k| *k != i) {
+            // Node i's links to k, both ways, and k's links to i, both ways.
+            drop(&["-s", &ip(i), "--dport", &dist(k)])?;
+            drop(&["-d", &ip(i), "--sport", &dist(k)])?;
+            drop(&["-s", &ip(k), "--dport", &dist(i)])?;
+            drop(&["-d", &ip(k), "--sport", &dist(i)])?;
+        }
+        drop(&["--dport", &port(i)])?;
+        drop(&["--sport", &port(i)])
+    }
+}
+
 impl Drop for RabbitCluster {
     fn drop(&mut self) {
+        let chain = self.chain();
+        let _ = std::process::Command::new("iptables").args(["-w", "-D", "OUTPUT", "-j", &chain]).output();
+        let _ = std::process::Command::new("iptables").args(["-w", "-F", &chain]).output();
+        let _ = std::process::Command::new("iptables").args(["-w", "-X", &chain]).output();
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.home);
     }
