@@ -12,6 +12,7 @@ pub mod ha;
 pub mod http;
 pub mod in_process;
 pub mod ledger;
+pub mod nemesis;
 pub mod otlp;
 pub mod paths;
 pub mod plugin_project;

@@ -406,7 +406,7 @@ async fn celery_inspect_shows_the_plugin_versions_and_the_python_pool() {
     let python = &stats["pool"]["plugins"]["python"];
     assert_eq!(python["bk-plugin-framework"], "2.3.15", "{stats}");
     assert_eq!(python["processes"], 2, "{stats}");
-    assert_eq!(stats["pool"]["plugins"]["versions"], 17, "{stats}");
+    assert_eq!(stats["pool"]["plugins"]["versions"], 18, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,8 +10,20 @@
                           even rate over SPREAD_S seconds by PROCS processes
                           (one process cannot keep up with hundreds a
                           second); prints how late the last one was
+  produce-plan @FILE SPREAD_S PROCS RETRIES
+                          the specs of FILE created as `produce` does, at an
+                          even rate over SPREAD_S seconds by PROCS
+                          processes; a failed invoke is tried again under a
+                          new trace id (<id>r<n>), up to RETRIES times: one
+                          JSON line per invoke, with its error if it failed
+                          (the nemesis run's producer, which loses its
+                          broker node while it publishes)
   callback TRACE_ID ID DATA_JSON
                           the framework's callback API: the `callback` task
+  callbacks-waiting PREFIX UNTIL_EPOCH
+                          every second until UNTIL_EPOCH, the callback API
+                          for each schedule of PREFIX waiting in CALLBACK,
+                          once it has taken one; one JSON line per callback
   read TRACE_ID           what the framework's readers see: the Schedule
                           model, its state through the framework's State
                           enum (a value outside it raises), err, outputs
@@ -105,6 +117,82 @@ def produce_paced(version, prefix, count, spread, procs, inputs):
         sys.exit("%d producer process(es) failed" % len(failed))
 
 
+def produce_plan(specs, spread, procs, retries):
+    import os
+    import time
+
+    from django.db import connections
+
+    connections.close_all()
+    start = time.time() + 0.5
+    children = []
+    for k in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            from django.db import close_old_connections
+
+            from bk_plugin_framework.hub import VersionHub
+            from bk_plugin_framework.runtime.executor import BKPluginExecutor
+
+            plugins = VersionHub.all_plugins()
+            for i in range(k, len(specs), procs):
+                spec = specs[i]
+                due = start + spread * i / len(specs)
+                if time.time() < due:
+                    time.sleep(due - time.time())
+                # A caller whose invoke failed invokes again under a new
+                # trace id (the failed one stays as the framework left it),
+                # up to `retries` times, a second apart.
+                for attempt in range(retries + 1):
+                    trace_id = spec["trace_id"] if attempt == 0 else "%sr%d" % (spec["trace_id"], attempt)
+                    # Each invoke is a request of the app's: Django drops a
+                    # connection an error left unusable at a request's edge.
+                    close_old_connections()
+                    try:
+                        result = BKPluginExecutor(trace_id=trace_id).execute(
+                            plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs={}
+                        )
+                        err = result.err
+                    except Exception as e:  # the producer's own failure: reported, the run goes on
+                        err = "raised: %r" % e
+                    print(json.dumps({"trace_id": trace_id, "spec": spec["trace_id"], "at": time.time(), "err": err}))
+                    sys.stdout.flush()
+                    if err is None:
+                        break
+                    time.sleep(1)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def callbacks_waiting(prefix, until):
+    import time
+
+    from django.db import close_old_connections
+
+    from bk_plugin_framework.constants import State
+    from bk_plugin_framework.runtime.callback.api import callback as send
+    from bk_plugin_framework.runtime.schedule.models import Schedule
+
+    done = set()
+    while time.time() < until:
+        try:
+            close_old_connections()
+            waiting = Schedule.objects.filter(trace_id__startswith=prefix, state=State.CALLBACK.value)
+            ids = [t for t in waiting.values_list("trace_id", flat=True) if t not in done]
+        except Exception as e:  # the database is the nemesis's to break: try again next second
+            print(json.dumps({"error": repr(e)}), file=sys.stderr)
+            ids = []
+        for trace_id in ids:
+            answer = send(trace_id, "cb-" + trace_id, {"from": "nemesis"})
+            if answer["result"]:
+                done.add(trace_id)
+                print(json.dumps({"trace_id": trace_id, "at": time.time()}))
+                sys.stdout.flush()
+        time.sleep(1)
+
+
 def callback(trace_id, callback_id, data):
     from bk_plugin_framework.runtime.callback.api import callback as send
 
@@ -143,6 +231,10 @@ if __name__ == "__main__":
     elif command == "produce-paced":
         version, prefix, count, spread, procs, inputs = sys.argv[2:8]
         produce_paced(version, prefix, int(count), float(spread), int(procs), json.loads(inputs))
+    elif command == "produce-plan":
+        produce_plan(json.loads(open(sys.argv[2][1:]).read()), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif command == "callbacks-waiting":
+        callbacks_waiting(sys.argv[2], float(sys.argv[3]))
     elif command == "callback":
         callback(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
     elif command == "read":
