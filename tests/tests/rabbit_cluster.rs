@@ -43,7 +43,7 @@ fn size(fault: Fault) -> (usize, i32, Duration) {
         (Ok("1"), Fault::NoQuorum) => (300, 60, Duration::from_secs(20)),
         (Ok("1"), _) => (500, 20, Duration::from_secs(20)),
         (_, Fault::NoQuorum) => (100, 40, Duration::from_secs(10)),
-        _ => (100, 10, Duration::from_secs(10)),
+        _ => (100, 20, Duration::from_secs(10)),
     }
 }
 

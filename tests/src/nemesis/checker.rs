@@ -27,6 +27,22 @@ pub struct Planned {
     pub last_step: i32,
     /// Seconds the plugin asks between polls (subtracted from its gaps).
     pub interval_s: f64,
+    /// The producer's invoke answered a dispatch error: the framework then
+    /// marks the row FAIL, but its message may have reached the queue
+    /// anyway and the FAIL may not have landed (the database was the
+    /// nemesis's too), so either FAIL after the first step or this plan holds.
+    pub dispatch_unsure: bool,
+}
+
+impl Planned {
+    /// The plan `row` is judged by.
+    fn for_row(self, row: &Row) -> Planned {
+        if self.dispatch_unsure && row.state == State::Fail.code() && row.invoke_count == 1 {
+            Planned { end: End::Fail, last_step: 1, ..self }
+        } else {
+            self
+        }
+    }
 }
 
 /// A schedule's row at the end of the run.
@@ -154,6 +170,7 @@ fn final_states(h: &History) -> Verdict {
             broken.push(format!("{id}: lost (no row)"));
             continue;
         };
+        let plan = plan.for_row(row);
         let want = match plan.end {
             End::Success => State::Success.code(),
             End::Fail => State::Fail.code(),
@@ -178,6 +195,7 @@ fn steps_applied(h: &History) -> Verdict {
     let mut steps = 0i64;
     for (id, plan) in &h.planned {
         let Some(row) = h.rows.get(id) else { continue };
+        let plan = plan.for_row(row);
         let ledger = h.ledger.get(id).map(Vec::as_slice).unwrap_or_default();
         let ran = |n: i32| ledger.iter().any(|s| s.invoke_count == n);
         let missing: Vec<i32> = (1..=plan.last_step).filter(|n| !ran(*n)).collect();
@@ -318,7 +336,8 @@ mod tests {
     /// One schedule of three steps, done right.
     fn good() -> History {
         let mut h = History { ended_at: 100.0, attempts: Some(BTreeMap::new()), ..History::default() };
-        h.planned.insert("a".into(), Planned { end: End::Success, last_step: 3, interval_s: 0.0 });
+        h.planned
+            .insert("a".into(), Planned { end: End::Success, last_step: 3, interval_s: 0.0, dispatch_unsure: false });
         h.rows.insert("a".into(), success_row(3));
         h.ledger.insert("a".into(), steps(&[1, 2, 3], 10.0));
         h.attempts.as_mut().unwrap().insert("a".into(), vec![2, 3]);
@@ -404,6 +423,23 @@ mod tests {
     }
 
     #[test]
+    fn after_a_dispatch_error_either_fail_at_the_first_step_or_the_whole_plan_passes() {
+        let unsure = Planned { end: End::Success, last_step: 3, interval_s: 0.0, dispatch_unsure: true };
+        let mut h = good();
+        h.planned.insert("a".into(), unsure);
+        // The message got through and the producer's FAIL did not land.
+        assert!(passed(&check(&h, 60.0)));
+        // The FAIL landed and the message never ran.
+        h.rows.insert("a".into(), Row { state: State::Fail.code(), invoke_count: 1, finished: true, err: "x".into() });
+        h.ledger.insert("a".into(), steps(&[1], 10.0));
+        h.attempts.as_mut().unwrap().insert("a".into(), vec![]);
+        assert!(passed(&check(&h, 60.0)));
+        // Neither: failed mid-way.
+        h.rows.insert("a".into(), Row { state: State::Fail.code(), invoke_count: 2, finished: true, err: "x".into() });
+        assert!(!passed(&check(&h, 60.0)));
+    }
+
+    #[test]
     fn a_message_left_in_a_queue_is_reported() {
         let mut h = good();
         h.queues.insert("celerity.schedule".into(), 2);
@@ -422,7 +458,8 @@ mod tests {
     #[test]
     fn a_stall_is_measured_less_the_planned_interval() {
         let mut h = good();
-        h.planned.insert("a".into(), Planned { end: End::Success, last_step: 3, interval_s: 5.0 });
+        h.planned
+            .insert("a".into(), Planned { end: End::Success, last_step: 3, interval_s: 5.0, dispatch_unsure: false });
         h.ledger.insert(
             "a".into(),
             vec![

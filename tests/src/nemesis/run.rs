@@ -84,7 +84,10 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
     // Converge: every invoked schedule final, or the run's end.
     let base = stack.galera.lock().expect("galera").base();
     let db_url = stack.project.db.url_via(base.trim_start_matches("mysql://root@"));
-    let deadline = start + Duration::from_secs_f64(run_s);
+    // The quiet tail is whole even when mending ran late (a node that took
+    // long to start): the system gets all of it to converge.
+    let tail = Duration::from_secs_f64(run_s - timeline.quiet_from_s);
+    let deadline = (start + Duration::from_secs_f64(run_s)).max(Instant::now() + tail);
     loop {
         let producer_done = producer.try_wait().ok().flatten().is_some();
         let open =

@@ -52,17 +52,32 @@ pub fn draw(seed: u64, size: Size) -> Vec<Spec> {
                 let fail_at = rng.random_range(2..=polls + 1);
                 (
                     serde_json::json!({"polls": polls, "interval": interval, "fail_at": fail_at}),
-                    Planned { end: End::Fail, last_step: fail_at, interval_s: f64::from(interval) },
+                    Planned {
+                        end: End::Fail,
+                        last_step: fail_at,
+                        interval_s: f64::from(interval),
+                        dispatch_unsure: false,
+                    },
                 )
             } else if roll < 0.2 {
                 (
                     serde_json::json!({"polls": polls, "interval": interval, "callback": true}),
-                    Planned { end: End::Success, last_step: polls + 2, interval_s: f64::from(interval) },
+                    Planned {
+                        end: End::Success,
+                        last_step: polls + 2,
+                        interval_s: f64::from(interval),
+                        dispatch_unsure: false,
+                    },
                 )
             } else {
                 (
                     serde_json::json!({"polls": polls, "interval": interval}),
-                    Planned { end: End::Success, last_step: polls + 1, interval_s: f64::from(interval) },
+                    Planned {
+                        end: End::Success,
+                        last_step: polls + 1,
+                        interval_s: f64::from(interval),
+                        dispatch_unsure: false,
+                    },
                 )
             };
             Spec { trace_id: format!("{PREFIX}{i:07}"), version: VERSION, inputs, planned }
@@ -82,14 +97,14 @@ pub struct Invoked {
 }
 
 /// What a schedule is planned to end as, given what its invoke answered:
-/// a dispatch error leaves the row FAIL after the producer's step (the
-/// framework marks it so); an invoke that failed before the row exists
-/// plans nothing (`None`).
+/// after a dispatch error the framework marks the row FAIL, or the message
+/// got through and the plan holds (see `Planned::dispatch_unsure`); an
+/// invoke that failed otherwise (before the row exists) plans nothing.
 pub fn planned_after(spec: &Spec, invoked: &Invoked) -> Option<Planned> {
     match invoked.err.as_deref() {
         None => Some(spec.planned),
         Some(err) if err.starts_with("schedule task dispatch error") => {
-            Some(Planned { end: End::Fail, last_step: 1, interval_s: spec.planned.interval_s })
+            Some(Planned { dispatch_unsure: true, ..spec.planned })
         }
         Some(_) => None,
     }
@@ -118,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dispatch_error_plans_a_fail_at_the_first_step_and_other_errors_plan_nothing() {
+    fn a_dispatch_error_plans_either_ending_and_other_errors_plan_nothing() {
         let spec = &draw(1, Size { schedules: 1, max_polls: 3, max_interval_s: 0 })[0];
         let said = |err: Option<&str>| Invoked {
             trace_id: spec.trace_id.clone(),
@@ -127,7 +142,8 @@ mod tests {
         };
         assert_eq!(planned_after(spec, &said(None)), Some(spec.planned));
         let dispatch = planned_after(spec, &said(Some("schedule task dispatch error: gone"))).unwrap();
-        assert_eq!((dispatch.end, dispatch.last_step), (End::Fail, 1));
+        assert!(dispatch.dispatch_unsure);
+        assert_eq!(dispatch.last_step, spec.planned.last_step);
         assert_eq!(planned_after(spec, &said(Some("raised: OperationalError"))), None);
     }
 }
