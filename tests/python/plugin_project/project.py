@@ -77,7 +77,11 @@ def request_span(name, trace_id):
     return tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER, attributes={"bk_plugin.trace_id": trace_id})
 
 
-def produce_paced(version, prefix, count, spread, procs, inputs):
+def paced(count, spread, procs, step):
+    """step(i) for each i < count at an even rate over `spread` seconds, by
+    `procs` forked processes (one cannot keep up with hundreds a second).
+    Each process prints how late its latest step began; a step that raises
+    SystemExit ends its process as failed. Returns how many failed."""
     import os
     import time
 
@@ -90,80 +94,74 @@ def produce_paced(version, prefix, count, spread, procs, inputs):
     for k in range(procs):
         pid = os.fork()
         if pid == 0:
-            from bk_plugin_framework.hub import VersionHub
-            from bk_plugin_framework.runtime.executor import BKPluginExecutor
-
-            plugin = VersionHub.all_plugins()[version]
-            late = 0.0
-            for i in range(k, count, procs):
-                due = start + spread * i / count
-                now = time.time()
-                if now < due:
-                    time.sleep(due - now)
-                else:
-                    late = max(late, now - due)
-                result = BKPluginExecutor(trace_id="%s%08d" % (prefix, i)).execute(
-                    plugin_cls=plugin, inputs=inputs, context_inputs={}
-                )
-                if result.err:
-                    print("execute failed: %s" % result.err, file=sys.stderr)
-                    os._exit(1)
+            late, code = 0.0, 0
+            try:
+                for i in range(k, count, procs):
+                    due = start + spread * i / count
+                    now = time.time()
+                    if now < due:
+                        time.sleep(due - now)
+                    else:
+                        late = max(late, now - due)
+                    step(i)
+            except SystemExit as e:
+                print(e, file=sys.stderr)
+                code = 1
             print(json.dumps({"process": k, "latest_s": round(late, 3)}))
             sys.stdout.flush()
-            os._exit(0)
+            os._exit(code)
         children.append(pid)
-    failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+    return len([pid for pid in children if os.waitpid(pid, 0)[1] != 0])
+
+
+def produce_paced(version, prefix, count, spread, procs, inputs):
+    def step(i):
+        from bk_plugin_framework.hub import VersionHub
+        from bk_plugin_framework.runtime.executor import BKPluginExecutor
+
+        result = BKPluginExecutor(trace_id="%s%08d" % (prefix, i)).execute(
+            plugin_cls=VersionHub.all_plugins()[version], inputs=inputs, context_inputs={}
+        )
+        if result.err:
+            raise SystemExit("execute failed: %s" % result.err)
+
+    failed = paced(count, spread, procs, step)
     if failed:
-        sys.exit("%d producer process(es) failed" % len(failed))
+        sys.exit("%d producer process(es) failed" % failed)
 
 
 def produce_plan(specs, spread, procs, retries):
-    import os
     import time
 
-    from django.db import connections
+    from django.db import close_old_connections
 
-    connections.close_all()
-    start = time.time() + 0.5
-    children = []
-    for k in range(procs):
-        pid = os.fork()
-        if pid == 0:
-            from django.db import close_old_connections
+    def step(i):
+        from bk_plugin_framework.hub import VersionHub
+        from bk_plugin_framework.runtime.executor import BKPluginExecutor
 
-            from bk_plugin_framework.hub import VersionHub
-            from bk_plugin_framework.runtime.executor import BKPluginExecutor
+        spec = specs[i]
+        # A caller whose invoke failed invokes again under a new trace id
+        # (the failed one stays as the framework left it), up to `retries`
+        # times, a second apart.
+        for attempt in range(retries + 1):
+            trace_id = spec["trace_id"] if attempt == 0 else "%sr%d" % (spec["trace_id"], attempt)
+            # Each invoke is a request of the app's: Django drops a
+            # connection an error left unusable at a request's edge.
+            close_old_connections()
+            try:
+                result = BKPluginExecutor(trace_id=trace_id).execute(
+                    plugin_cls=VersionHub.all_plugins()[spec["version"]], inputs=spec["inputs"], context_inputs={}
+                )
+                err = result.err
+            except Exception as e:  # the producer's own failure: reported, the run goes on
+                err = "raised: %r" % e
+            print(json.dumps({"trace_id": trace_id, "spec": spec["trace_id"], "at": time.time(), "err": err}))
+            sys.stdout.flush()
+            if err is None:
+                return
+            time.sleep(1)
 
-            plugins = VersionHub.all_plugins()
-            for i in range(k, len(specs), procs):
-                spec = specs[i]
-                due = start + spread * i / len(specs)
-                if time.time() < due:
-                    time.sleep(due - time.time())
-                # A caller whose invoke failed invokes again under a new
-                # trace id (the failed one stays as the framework left it),
-                # up to `retries` times, a second apart.
-                for attempt in range(retries + 1):
-                    trace_id = spec["trace_id"] if attempt == 0 else "%sr%d" % (spec["trace_id"], attempt)
-                    # Each invoke is a request of the app's: Django drops a
-                    # connection an error left unusable at a request's edge.
-                    close_old_connections()
-                    try:
-                        result = BKPluginExecutor(trace_id=trace_id).execute(
-                            plugin_cls=plugins[spec["version"]], inputs=spec["inputs"], context_inputs={}
-                        )
-                        err = result.err
-                    except Exception as e:  # the producer's own failure: reported, the run goes on
-                        err = "raised: %r" % e
-                    print(json.dumps({"trace_id": trace_id, "spec": spec["trace_id"], "at": time.time(), "err": err}))
-                    sys.stdout.flush()
-                    if err is None:
-                        break
-                    time.sleep(1)
-            os._exit(0)
-        children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
+    paced(len(specs), spread, procs, step)
 
 
 def callbacks_waiting(prefix, until):
