@@ -126,6 +126,12 @@ impl PrivateRabbitmq {
 
     /// Starts the node on its port and data; waits until it answers.
     pub fn launch(&mut self) {
+        self.launch_within(Duration::from_secs(90));
+    }
+
+    /// [`PrivateRabbitmq::launch`], waiting up to `patience`: a clustered
+    /// node that restarts waits for its peers' tables (ten tries of 30 s).
+    pub fn launch_within(&mut self, patience: Duration) {
         assert!(self.server.is_none(), "the node is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -152,7 +158,7 @@ impl PrivateRabbitmq {
                 break;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(90),
+                started.elapsed() < patience,
                 "private RabbitMQ did not start in {:?}: {}\n{}",
                 started.elapsed(),
                 String::from_utf8_lossy(&waited.stderr),
@@ -161,7 +167,7 @@ impl PrivateRabbitmq {
             std::thread::sleep(Duration::from_millis(500));
         }
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(90), "private RabbitMQ port not open:\n{}", self.log());
+            assert!(started.elapsed() < patience, "private RabbitMQ port not open:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -121,10 +121,12 @@ fn end(stack: &Stack, e: &Event, shape: WorkerShape) -> Result<(), String> {
         Kind::HostKill => Ok(()),
         Kind::RabbitStop | Kind::RabbitKill | Kind::ProducerNodeLoss => {
             let node = if e.kind == Kind::ProducerNodeLoss { 0 } else { e.target };
-            // launch() waits for the node and panics past 90 s: a node that
-            // does not come back is the harness's trouble, reported.
+            // A restarted node waits for its peers' tables, as long as
+            // RabbitMQ's own ten tries of 30 s; one that does not come back
+            // by then is reported, and fails the run.
             let mut rabbit = stack.rabbit.lock().unwrap_or_else(|p| p.into_inner());
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rabbit.nodes[node].launch()))
+            let patience = Duration::from_secs(300);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rabbit.nodes[node].launch_within(patience)))
                 .map_err(|_| format!("RabbitMQ node {node} did not come back"))
         }
         Kind::RabbitPartition => stack.rabbit.lock().expect("rabbit").partition(e.target, false),

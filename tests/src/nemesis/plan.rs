@@ -167,12 +167,18 @@ const RABBIT_OUT: usize = 1;
 /// At most this many Galera nodes out at once: two keep the primary component.
 const GALERA_OUT: usize = 1;
 
+/// When the quiet tail of a run of `run_s` seconds starts: the last
+/// quarter, at least a minute.
+pub fn quiet_from(run_s: f64) -> f64 {
+    run_s - (run_s / 4.0).max(60.0)
+}
+
 /// Draws the timeline for `seed` over `shape`. Faults overlap freely across
 /// targets; one target carries one fault at a time; every fault ends before
 /// the quiet tail (the last quarter of the run, at least 60 s).
 pub fn draw(seed: u64, shape: Shape) -> Timeline {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let quiet_from_s = shape.run_s - (shape.run_s / 4.0).max(60.0);
+    let quiet_from_s = quiet_from(shape.run_s);
     let mut events: Vec<Event> = Vec::new();
     let mut at = rng.random_range(5.0..15.0);
     while at < quiet_from_s {

@@ -51,8 +51,12 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
     let dir = opts.out.clone().unwrap_or_else(crate::temp_dir);
     std::fs::create_dir_all(&dir).expect("the run's folder");
     let run_s = opts.minutes * 60.0;
-    let shape =
-        Shape { run_s, workers: opts.workers.count, producing_until_s: run_s * 0.4, mean_gap_s: opts.mean_gap_s };
+    // The producer invokes until the last schedules' polls just reach the
+    // quiet tail, so the workload runs under faults the whole time.
+    let longest_s = f64::from(opts.size.max_polls * opts.size.max_interval_s);
+    let quiet = plan::quiet_from(run_s);
+    let producing_until_s = (quiet - longest_s).max(quiet / 2.0);
+    let shape = Shape { run_s, workers: opts.workers.count, producing_until_s, mean_gap_s: opts.mean_gap_s };
     let timeline = plan::draw(opts.seed, shape);
     std::fs::write(dir.join("timeline.json"), serde_json::to_string_pretty(&timeline).expect("json")).expect("write");
     print_timeline(&timeline);
@@ -67,7 +71,7 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
     let stack = Arc::new(Stack::start(python, &dir, opts.workers).await);
     let start = Instant::now();
     let specs_arg = format!("@{}", dir.join("specs.json").display());
-    let spread = format!("{}", shape.producing_until_s * 0.9);
+    let spread = format!("{}", shape.producing_until_s);
     let mut producer =
         stack.project_process(&["produce-plan", &specs_arg, &spread, "2", "60"], &dir.join("producer.jsonl"));
     let until = format!("{}", inject::now_s() + run_s + 60.0);
@@ -81,7 +85,8 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
         tokio::task::spawn_blocking(move || faults.join().expect("the fault threads")).await.expect("join");
     println!("{:>7.1} s  every fault has ended; the quiet tail", start.elapsed().as_secs_f64());
 
-    // Converge: every invoked schedule final, or the run's end.
+    // Converge: every invoked schedule final, and the run's whole length
+    // gone; or the run's end with schedules still open.
     let base = stack.galera.lock().expect("galera").base();
     let db_url = stack.project.db.url_via(base.trim_start_matches("mysql://root@"));
     // The quiet tail is whole even when mending ran late (a node that took
@@ -98,8 +103,9 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
                     })
                     .count()
             });
-        if producer_done && open == Some(0) {
-            println!("{:>7.1} s  every schedule is final", start.elapsed().as_secs_f64());
+        let whole = start.elapsed().as_secs_f64() >= run_s;
+        if producer_done && open == Some(0) && whole {
+            println!("{:>7.1} s  the run's end: every schedule is final", start.elapsed().as_secs_f64());
             break;
         }
         if Instant::now() >= deadline {
