@@ -8,6 +8,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 # and clusters the tests start, so a second run waits instead of clobbering
 # the first. Held until the process exits; a run started by one that holds
 # it (the demo inside scripts/test) goes on.
+# The lock is fd 9 of the script that holds it. Commands that start
+# processes which may outlive a failing test run with `9>&-`, so a leaked
+# process never holds the lock for the next run.
 hold_machine_lock() {
     [ -n "${CELERITY_MACHINE_LOCK_HELD:-}" ] && return 0
     exec 9>"${TMPDIR:-/tmp}/celerity-services.lock"

@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
+
 use std::time::Duration;
 
 use broker_proto::topology;
@@ -28,8 +28,8 @@ use celerity_tests::ledger::{self, Expect};
 use celerity_tests::rabbit_cluster::RabbitCluster;
 use celerity_tests::workload::{insert_rows, publish_first_polls};
 use celerity_tests::{
-    celerity_bin, connect, declare_framework_queue, example_worker, free_local_addr, http_get, migrated_database,
-    temp_dir, wait_health,
+    ChildGuard, celerity_bin, connect, declare_framework_queue, example_worker, free_local_addr, http_get,
+    migrated_database, temp_dir, wait_health,
 };
 use lapin::options::ConfirmSelectOptions;
 
@@ -97,9 +97,9 @@ impl Fault {
 
 /// Both workers are up and each says, on `/healthz`, that `queue` is not
 /// available and why (the reason containing `why`).
-async fn both_wait_for(workers: &mut [(Child, SocketAddr)], queue: &str, why: &str, logs: impl Fn() -> String) {
+async fn both_wait_for(workers: &mut [(ChildGuard, SocketAddr)], queue: &str, why: &str, logs: impl Fn() -> String) {
     for (name, (w, http)) in ["a", "b"].into_iter().zip(workers) {
-        assert!(w.try_wait().expect("worker status").is_none(), "worker {name} exited:\n{}", logs());
+        assert!(w.running(), "worker {name} exited:\n{}", logs());
         let (status, body) = health(*http).await;
         assert_eq!(status, 503, "worker {name}: {body}");
         let line = body.lines().find(|l| l.starts_with(&format!("broker: {queue} not available for ")));
@@ -107,17 +107,15 @@ async fn both_wait_for(workers: &mut [(Child, SocketAddr)], queue: &str, why: &s
     }
 }
 
-/// A worker and its `/healthz` address.
-fn worker(broker: &str, database: &str, name: &str, dir: &Path) -> (Child, SocketAddr) {
+/// A worker and its `/healthz` address; killed when dropped, so a failing
+/// scenario leaves no worker running.
+fn worker(broker: &str, database: &str, name: &str, dir: &Path) -> (ChildGuard, SocketAddr) {
     let http = free_local_addr();
-    let child = example_worker(celerity_bin(), broker, database)
-        .args(["--concurrency", "8", "--hostname", &format!("celerity@{name}")])
+    let mut cmd = example_worker(celerity_bin(), broker, database);
+    cmd.args(["--concurrency", "8", "--hostname", &format!("celerity@{name}")])
         .args(["--queue-type", "classic", "--celerity-queue-type", "quorum"])
-        .args(["--http-addr", &http.to_string()])
-        .stderr(Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).expect("worker log")))
-        .spawn()
-        .expect("start celerity worker");
-    (child, http)
+        .args(["--http-addr", &http.to_string()]);
+    (ChildGuard::spawn(cmd, dir.join(format!("{name}.log"))), http)
 }
 
 /// `/healthz` of a worker: status and body.
@@ -218,9 +216,7 @@ async fn scenario(fault: Fault) {
     let timeline = progress.finish();
     let report = ledger::check(&db, &expected);
     for (w, _) in &mut workers {
-        assert!(w.try_wait().expect("worker status").is_none(), "a worker exited during the run:\n{}", logs());
-        let _ = w.kill();
-        let _ = w.wait();
+        assert!(w.running(), "a worker exited during the run:\n{}", logs());
     }
     println!(
         "rabbit scenario=\"{}\" nodes={targets:?} {report} stall={:.1}s next_poll_after_loss={} consumed_again_after_return={} polls_while_down={}",
