@@ -469,7 +469,7 @@ fn plugins_lists_every_version_and_a_version_offered_twice_is_refused() {
     let line =
         |v: &str| text.lines().find(|l| l.starts_with(v)).unwrap_or_default().split_whitespace().collect::<Vec<_>>();
     assert_eq!(line("1.2.0 "), ["1.2.0", "python", "bk_plugin.versions.callback.WaitsForCallback"], "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 17, "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" python ")).count(), 18, "{text}");
     assert!(text.contains("bk-plugin-framework 2.3.15"), "{text}");
 
     let both = std::process::Command::new(celerity_bin())

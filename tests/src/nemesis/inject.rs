@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::checker::Window;
-use super::plan::{Event, Kind};
+use super::plan::{Event, Kind, Target};
 use super::stack::{Stack, WorkerShape};
 
 /// A fault as done: the window the checker reads, and what went wrong
@@ -31,20 +31,32 @@ pub fn now_s() -> f64 {
 /// own thread, and returns what was done once all have ended.
 pub fn run_all(stack: &Stack, events: &[Event], start: Instant, shape: WorkerShape) -> Vec<Done> {
     let done = Mutex::new(Vec::new());
+    // One RabbitMQ fault and one Galera fault at a time, from its start to
+    // the end of its mending, as the timeline draws them: a stop can take
+    // longer than drawn, and a node restarted while another is cut off
+    // waits for that node's tables (and would hold the heal behind it).
+    let (rabbit_slot, galera_slot) = (Mutex::new(()), Mutex::new(()));
     std::thread::scope(|s| {
         for event in events {
-            let done = &done;
+            let (done, rabbit_slot, galera_slot) = (&done, &rabbit_slot, &galera_slot);
             s.spawn(move || {
                 std::thread::sleep(
                     (start + Duration::from_secs_f64(event.at_s)).saturating_duration_since(Instant::now()),
                 );
+                let slot = match event.kind.target() {
+                    Target::RabbitNode | Target::ProducerNode => Some(rabbit_slot),
+                    Target::GaleraNode => Some(galera_slot),
+                    Target::Worker | Target::Proxy | Target::Links => None,
+                };
+                let _held = slot.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
                 let from = now_s();
                 println!(
-                    "{:>7.1} s  begin {:<26} target {} for {:.1} s",
-                    event.at_s,
+                    "{:>7.1} s  begin {:<26} target {} for {:.1} s (drawn at {:.1} s)",
+                    start.elapsed().as_secs_f64(),
                     event.kind.name(),
                     event.target,
-                    event.for_s
+                    event.for_s,
+                    event.at_s
                 );
                 let mut trouble = begin(stack, event).err();
                 std::thread::sleep(Duration::from_secs_f64(event.for_s));

@@ -75,7 +75,7 @@ impl Kind {
 
     /// What it acts on: one of the run's workers, RabbitMQ nodes, Galera
     /// nodes, or the one proxy / the database links / the producer's node.
-    fn target(self) -> Target {
+    pub fn target(self) -> Target {
         match self {
             Kind::WorkerKill | Kind::WorkerPause | Kind::HostKill | Kind::ConnectionCut => Target::Worker,
             Kind::RabbitStop | Kind::RabbitKill | Kind::RabbitPartition => Target::RabbitNode,
@@ -103,13 +103,20 @@ impl Kind {
     }
 }
 
+/// What a kind of fault acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub enum Target {
+    /// One of the workers.
     Worker,
+    /// One of the RabbitMQ nodes.
     RabbitNode,
+    /// One of the Galera nodes.
     GaleraNode,
+    /// HAProxy.
     Proxy,
+    /// The workers' database links.
     Links,
+    /// RabbitMQ node 0, the producer's first.
     ProducerNode,
 }
 
