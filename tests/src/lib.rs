@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod celery_cli;
 pub mod database;
+pub mod firewall;
 pub mod galera;
 pub mod ha;
 pub mod http;

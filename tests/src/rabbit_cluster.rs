@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::firewall::Chain;
 use crate::private_rabbitmq::PrivateRabbitmq;
 use crate::temp_dir;
 
@@ -109,8 +110,8 @@ impl RabbitCluster {
 
 impl RabbitCluster {
     /// The iptables chain of this cluster's partition rules.
-    fn chain(&self) -> String {
-        format!("celerity-part-{}", self.nodes[0].port())
+    fn chain(&self) -> Chain {
+        Chain::named(format!("celerity-part-{}", self.nodes[0].port()))
     }
 
     /// Cuts node `i` of a partitionable cluster off from the other nodes and
@@ -118,45 +119,27 @@ impl RabbitCluster {
     /// lost link does; or, with `cut` false, lets it back.
     pub fn partition(&self, i: usize, cut: bool) -> Result<(), String> {
         let chain = self.chain();
-        let ipt = |args: &[&str]| -> Result<(), String> {
-            let out =
-                std::process::Command::new("iptables").arg("-w").args(args).output().map_err(|e| e.to_string())?;
-            if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-        };
         if !cut {
-            ipt(&["-F", &chain])?;
-            return Ok(());
-        }
-        if ipt(&["-N", &chain]).is_ok() {
-            ipt(&["-I", "OUTPUT", "-j", &chain])?;
+            return chain.flush();
         }
         let ip = |k: usize| format!("127.0.0.{}", 11 + k);
         let port = |k: usize| self.nodes[k].port().to_string();
         let dist = |k: usize| self.nodes[k].dist_port().to_string();
-        let drop = |rule: &[&str]| -> Result<(), String> {
-            let mut args = vec!["-A", chain.as_str(), "-p", "tcp"];
-            args.extend_from_slice(rule);
-            args.extend_from_slice(&["-j", "DROP"]);
-            ipt(&args)
-        };
         for k in (0..self.nodes.len()).filter(|k| *k != i) {
             // Node i's links to k, both ways, and k's links to i, both ways.
-            drop(&["-s", &ip(i), "--dport", &dist(k)])?;
-            drop(&["-d", &ip(i), "--sport", &dist(k)])?;
-            drop(&["-s", &ip(k), "--dport", &dist(i)])?;
-            drop(&["-d", &ip(k), "--sport", &dist(i)])?;
+            chain.drop_tcp(&["-s", &ip(i), "--dport", &dist(k)], true)?;
+            chain.drop_tcp(&["-d", &ip(i), "--sport", &dist(k)], true)?;
+            chain.drop_tcp(&["-s", &ip(k), "--dport", &dist(i)], true)?;
+            chain.drop_tcp(&["-d", &ip(k), "--sport", &dist(i)], true)?;
         }
-        drop(&["--dport", &port(i)])?;
-        drop(&["--sport", &port(i)])
+        chain.drop_tcp(&["--dport", &port(i)], true)?;
+        chain.drop_tcp(&["--sport", &port(i)], true)
     }
 }
 
 impl Drop for RabbitCluster {
     fn drop(&mut self) {
-        let chain = self.chain();
-        let _ = std::process::Command::new("iptables").args(["-w", "-D", "OUTPUT", "-j", &chain]).output();
-        let _ = std::process::Command::new("iptables").args(["-w", "-F", &chain]).output();
-        let _ = std::process::Command::new("iptables").args(["-w", "-X", &chain]).output();
+        self.chain().remove();
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.home);
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::checker::Window;
 use super::plan::{Event, Kind, Target};
 use super::stack::{Stack, WorkerShape};
+use crate::firewall::Chain;
 
 /// A fault as done: the window the checker reads, and what went wrong
 /// doing it (the harness's trouble, reported beside the verdicts).
@@ -210,17 +211,13 @@ fn children(pid: u32) -> Vec<u32> {
 /// broker: found with `ss` by process id and the nodes' ports, cut by
 /// their local ports in an iptables chain of the run's.
 fn cut_connections(stack: &Stack, i: usize, cut: bool) -> Result<(), String> {
-    let chain = format!("celerity-cut-{}", stack.rabbit_ports[0]);
-    let ipt = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("iptables").arg("-w").args(args).output().map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()) }
-    };
+    let chain = cuts(stack);
     let rules_file = stack.dir.join(format!("cut-{i}.rules"));
     if !cut {
         let rules = std::fs::read_to_string(&rules_file).unwrap_or_default();
         for port in rules.lines() {
-            ipt(&["-D", &chain, "-p", "tcp", "--sport", port, "-j", "DROP"])?;
-            ipt(&["-D", &chain, "-p", "tcp", "--dport", port, "-j", "DROP"])?;
+            chain.drop_tcp(&["--sport", port], false)?;
+            chain.drop_tcp(&["--dport", port], false)?;
         }
         let _ = std::fs::remove_file(&rules_file);
         return Ok(());
@@ -242,20 +239,19 @@ fn cut_connections(stack: &Stack, i: usize, cut: bool) -> Result<(), String> {
     if ports.is_empty() {
         return Err("the worker has no broker connection".into());
     }
-    if ipt(&["-N", &chain]).is_ok() {
-        ipt(&["-I", "OUTPUT", "-j", &chain])?;
-    }
     for port in &ports {
-        ipt(&["-A", &chain, "-p", "tcp", "--sport", port, "-j", "DROP"])?;
-        ipt(&["-A", &chain, "-p", "tcp", "--dport", port, "-j", "DROP"])?;
+        chain.drop_tcp(&["--sport", port], true)?;
+        chain.drop_tcp(&["--dport", port], true)?;
     }
     std::fs::write(&rules_file, ports.join("\n")).map_err(|e| e.to_string())
 }
 
+/// The run's chain of connection cuts.
+fn cuts(stack: &Stack) -> Chain {
+    Chain::named(format!("celerity-cut-{}", stack.rabbit_ports[0]))
+}
+
 /// Removes the run's connection-cut chain.
 pub fn clear_cuts(stack: &Stack) {
-    let chain = format!("celerity-cut-{}", stack.rabbit_ports[0]);
-    for args in [vec!["-D", "OUTPUT", "-j", &chain], vec!["-F", &chain], vec!["-X", &chain]] {
-        let _ = Command::new("iptables").arg("-w").args(&args).output();
-    }
+    cuts(stack).remove();
 }
