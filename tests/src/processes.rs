@@ -34,7 +34,12 @@ impl ChildGuard {
 
     /// Whether the child is still running.
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().expect("child status").is_none()
+        self.exited().is_none()
+    }
+
+    /// How the child ended, once it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("child status")
     }
 }
 

@@ -15,6 +15,9 @@ pub enum End {
     Success,
     /// FAIL, raised by the plugin.
     Fail,
+    /// Left in CALLBACK: its callback was lost on the way to the queue
+    /// (decided by the checker, never planned).
+    CallbackLost,
 }
 
 /// What one schedule of the workload should do.
@@ -65,6 +68,9 @@ pub struct Step {
     pub invoke_count: i32,
     /// When it started, seconds since the epoch.
     pub at: f64,
+    /// The process id of the worker that ran it (its host's parent), when
+    /// the ledger says.
+    pub worker: Option<u32>,
 }
 
 /// A fault as it happened: its kind and when it began and ended (epoch seconds).
@@ -76,6 +82,24 @@ pub struct Window {
     pub from: f64,
     /// When it ended (the same as `from` for an instant fault).
     pub to: f64,
+    /// The worker process a worker fault hit; `None` for a fault on what
+    /// every worker shares (a node, the database link, HAProxy).
+    pub worker: Option<u32>,
+    /// The RabbitMQ node a broker fault took out.
+    pub node: Option<usize>,
+}
+
+impl Window {
+    /// Whether this fault can have made `step` run again: the step ran on
+    /// what the fault hit, from shortly before it to `FAULT_REACH_S` after.
+    fn explains(&self, step: &Step) -> bool {
+        let near = self.from - 5.0 <= step.at && step.at <= self.to + FAULT_REACH_S;
+        let hit = match (self.worker, step.worker) {
+            (Some(fault), Some(ran)) => fault == ran,
+            _ => true,
+        };
+        near && hit
+    }
 }
 
 /// Everything the checker reads.
@@ -99,7 +123,16 @@ pub struct History {
     /// When the run's workload ended (epoch seconds): a stranded schedule's
     /// stall runs to here.
     pub ended_at: f64,
+    /// When the framework's callback API answered that it sent each
+    /// schedule's callback (epoch seconds).
+    pub callbacks_sent: BTreeMap<String, f64>,
+    /// The RabbitMQ node holding the classic `plugin_callback` queue.
+    pub callback_node: Option<usize>,
 }
+
+/// How long after its node's fault ends a classic queue may still be out:
+/// a paused or restarted node recovers its queues a moment after it is back.
+pub const QUEUE_BACK_S: f64 = 30.0;
 
 /// How long after a fault ends a re-executed step may still be its doing: a
 /// message redelivered after the consumer timeout, a retry's countdown.
@@ -142,7 +175,64 @@ pub fn passed(verdicts: &[Verdict]) -> bool {
 
 /// Every check over `h`, with `stall_limit_s` the longest stall that passes.
 pub fn check(h: &History, stall_limit_s: f64) -> Vec<Verdict> {
-    vec![final_states(h), steps_applied(h), reexecuted(h), queues(h), stalls(h, stall_limit_s), sweeper(h)]
+    let lost = lost_callbacks(h);
+    let mut judged = h.clone();
+    for (id, _) in &lost {
+        if let Some(p) = judged.planned.get_mut(id) {
+            *p = Planned { end: End::CallbackLost, last_step: p.last_step - 1, ..*p };
+        }
+    }
+    let h = &judged;
+    vec![
+        final_states(h),
+        steps_applied(h),
+        reexecuted(h),
+        queues(h),
+        stalls(h, stall_limit_s),
+        callbacks(&lost),
+        sweeper(h),
+    ]
+}
+
+/// Schedules left waiting for a callback that the framework's callback API
+/// said it sent while `plugin_callback`'s node was out, with that fault's
+/// kind. The API publishes without confirms to that classic queue: what
+/// RabbitMQ cannot route to the queue's node is dropped, and no worker ever
+/// sees it. Any other schedule left in CALLBACK stays stranded.
+fn lost_callbacks(h: &History) -> Vec<(String, String)> {
+    let Some(node) = h.callback_node else { return Vec::new() };
+    let mut lost = Vec::new();
+    for (id, plan) in &h.planned {
+        let (Some(row), Some(sent)) = (h.rows.get(id), h.callbacks_sent.get(id)) else { continue };
+        if row.state != State::Callback.code() || row.invoke_count != plan.last_step - 1 {
+            continue;
+        }
+        let out =
+            h.faults.iter().find(|w| w.node == Some(node) && w.from - 2.0 <= *sent && *sent <= w.to + QUEUE_BACK_S);
+        if let Some(w) = out {
+            lost.push((id.clone(), w.kind.clone()));
+        }
+    }
+    lost
+}
+
+/// The callbacks the framework's publish lost: reported, not judged (no
+/// worker can run a callback that never reached a queue).
+fn callbacks(lost: &[(String, String)]) -> Verdict {
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, kind) in lost {
+        *by_kind.entry(kind).or_default() += 1;
+    }
+    Verdict {
+        check: "callbacks",
+        pass: None,
+        detail: format!(
+            "{} callbacks the framework's API said it sent while plugin_callback's node was out never reached a queue; those schedules wait in CALLBACK {by_kind:?}",
+            lost.len()
+        ),
+        examples: lost.iter().take(EXAMPLES).map(|(id, kind)| format!("{id}: sent during {kind}")).collect(),
+        figures: serde_json::json!({"lost": lost.len(), "by_fault": by_kind}),
+    }
 }
 
 const EXAMPLES: usize = 5;
@@ -174,6 +264,7 @@ fn final_states(h: &History) -> Verdict {
         let want = match plan.end {
             End::Success => State::Success.code(),
             End::Fail => State::Fail.code(),
+            End::CallbackLost => continue,
         };
         if row.state == State::Poll.code() || row.state == State::Callback.code() {
             stranded += 1;
@@ -230,23 +321,27 @@ fn attempt_log_disagrees(numbers: Option<&Vec<i32>>, invoke_count: i32) -> Optio
 }
 
 /// Steps the plugin ran more than once, each explained by a fault in reach
-/// of its earlier run (its effect was not committed when the fault hit).
+/// of its earlier run (its effect was not committed when the fault hit): a
+/// worker fault only explains steps its own worker ran.
 fn reexecuted(h: &History) -> Verdict {
     let mut broken = Vec::new();
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut total = 0u64;
     for (id, ledger) in &h.ledger {
-        let mut runs: BTreeMap<i32, Vec<f64>> = BTreeMap::new();
+        let mut runs: BTreeMap<i32, Vec<&Step>> = BTreeMap::new();
         for s in ledger {
-            runs.entry(s.invoke_count).or_default().push(s.at);
+            runs.entry(s.invoke_count).or_default().push(s);
         }
-        for (n, mut times) in runs {
-            times.sort_by(f64::total_cmp);
-            for earlier in &times[..times.len().saturating_sub(1)] {
+        for (n, mut steps) in runs {
+            steps.sort_by(|a, b| a.at.total_cmp(&b.at));
+            for earlier in &steps[..steps.len().saturating_sub(1)] {
                 total += 1;
-                match h.faults.iter().find(|w| w.from - 5.0 <= *earlier && *earlier <= w.to + FAULT_REACH_S) {
+                match h.faults.iter().find(|w| w.explains(earlier)) {
                     Some(w) => *by_kind.entry(w.kind.clone()).or_default() += 1,
-                    None => broken.push(format!("{id}: step {n} ran again, its run at {earlier:.3} near no fault")),
+                    None => broken.push(format!(
+                        "{id}: step {n} ran again, its run at {:.3} (worker {:?}) near no fault on its worker",
+                        earlier.at, earlier.worker
+                    )),
                 }
             }
         }
@@ -289,7 +384,8 @@ fn stalls(h: &History, limit_s: f64) -> Verdict {
         }
         let times: Vec<f64> = firsts.values().copied().collect();
         let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0] - plan.interval_s).collect();
-        let open = h.rows.get(id).is_some_and(|r| r.state == State::Poll.code() || r.state == State::Callback.code());
+        let open = h.rows.get(id).is_some_and(|r| r.state == State::Poll.code() || r.state == State::Callback.code())
+            && plan.end != End::CallbackLost;
         if open && let Some(last) = times.last() {
             gaps.push(h.ended_at - last);
         }
@@ -330,7 +426,11 @@ mod tests {
     }
 
     fn steps(counts: &[i32], start: f64) -> Vec<Step> {
-        counts.iter().enumerate().map(|(i, n)| Step { invoke_count: *n, at: start + i as f64 }).collect()
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Step { invoke_count: *n, at: start + i as f64, worker: Some(100) })
+            .collect()
     }
 
     /// One schedule of three steps, done right.
@@ -353,7 +453,7 @@ mod tests {
     fn a_run_done_right_passes_every_check() {
         let verdicts = check(&good(), 60.0);
         assert!(passed(&verdicts), "{verdicts:#?}");
-        assert_eq!(verdicts.len(), 6);
+        assert_eq!(verdicts.len(), 7);
     }
 
     #[test]
@@ -388,7 +488,11 @@ mod tests {
         let mut h = good();
         h.ledger.insert("a".into(), steps(&[1, 2, 2, 3], 10.0));
         assert_eq!(failing(&h), ["reexecuted"]);
-        h.faults.push(Window { kind: "worker kill -9".into(), from: 11.5, to: 11.5 });
+        // A worker fault on another worker does not explain it; one on the
+        // worker that ran it, or a fault on what all workers share, does.
+        h.faults.push(Window { kind: "worker kill -9".into(), from: 11.5, to: 11.5, worker: Some(200), node: None });
+        assert_eq!(failing(&h), ["reexecuted"]);
+        h.faults.push(Window { kind: "worker kill -9".into(), from: 11.5, to: 11.5, worker: Some(100), node: None });
         let verdicts = check(&h, 60.0);
         assert!(passed(&verdicts), "{verdicts:#?}");
         let v = verdicts.iter().find(|v| v.check == "reexecuted").unwrap();
@@ -409,6 +513,46 @@ mod tests {
         assert_eq!(failing(&h), ["final", "stall"]);
         let stall = check(&h, 60.0).into_iter().find(|v| v.check == "stall").unwrap();
         assert_eq!(stall.figures["longest_s"], 89.0);
+    }
+
+    #[test]
+    fn a_callback_lost_while_its_queues_node_was_out_is_set_apart_and_any_other_is_stranded() {
+        let mut h = good();
+        // "a" waits for its callback after step 2, sent at 12 s.
+        h.rows.insert(
+            "a".into(),
+            Row { state: State::Callback.code(), invoke_count: 2, finished: false, err: String::new() },
+        );
+        h.ledger.insert("a".into(), steps(&[1, 2], 10.0));
+        h.attempts.as_mut().unwrap().insert("a".into(), vec![2]);
+        h.callbacks_sent.insert("a".into(), 12.0);
+        h.callback_node = Some(0);
+        // No fault on plugin_callback's node near then: stranded short of
+        // its last step.
+        h.faults.push(Window {
+            kind: "rabbitmq node kill -9".into(),
+            from: 5.0,
+            to: 20.0,
+            worker: None,
+            node: Some(1),
+        });
+        assert_eq!(failing(&h), ["final", "polls", "stall"]);
+        // Its node out from 11 s to 13 s: the framework's publish lost it.
+        h.faults.push(Window {
+            kind: "rabbitmq node partition".into(),
+            from: 11.0,
+            to: 13.0,
+            worker: None,
+            node: Some(0),
+        });
+        let verdicts = check(&h, 60.0);
+        assert!(passed(&verdicts), "{verdicts:#?}");
+        let v = verdicts.iter().find(|v| v.check == "callbacks").unwrap();
+        assert_eq!(v.figures["lost"], 1);
+        assert_eq!(v.figures["by_fault"]["rabbitmq node partition"], 1);
+        // Sent long after the node was back: stranded again.
+        h.callbacks_sent.insert("a".into(), 13.0 + QUEUE_BACK_S + 1.0);
+        assert_eq!(failing(&h), ["final", "polls", "stall"]);
     }
 
     #[test]
@@ -463,9 +607,9 @@ mod tests {
         h.ledger.insert(
             "a".into(),
             vec![
-                Step { invoke_count: 1, at: 0.0 },
-                Step { invoke_count: 2, at: 5.5 },
-                Step { invoke_count: 3, at: 80.0 },
+                Step { invoke_count: 1, at: 0.0, worker: None },
+                Step { invoke_count: 2, at: 5.5, worker: None },
+                Step { invoke_count: 3, at: 80.0, worker: None },
             ],
         );
         let stall = check(&h, 60.0).into_iter().find(|v| v.check == "stall").unwrap();

@@ -86,6 +86,8 @@ pub fn ledger(dir: &Path) -> (BTreeMap<String, Vec<Step>>, usize) {
         t: String,
         n: i32,
         at: f64,
+        #[serde(default)]
+        w: Option<u32>,
     }
     let mut ledger: BTreeMap<String, Vec<Step>> = BTreeMap::new();
     let mut torn = 0;
@@ -93,7 +95,7 @@ pub fn ledger(dir: &Path) -> (BTreeMap<String, Vec<Step>>, usize) {
         let text = std::fs::read_to_string(file.path()).unwrap_or_default();
         for line in text.lines() {
             match serde_json::from_str::<Line>(line) {
-                Ok(l) => ledger.entry(l.t).or_default().push(Step { invoke_count: l.n, at: l.at }),
+                Ok(l) => ledger.entry(l.t).or_default().push(Step { invoke_count: l.n, at: l.at, worker: l.w }),
                 Err(_) => torn += 1,
             }
         }

@@ -50,6 +50,13 @@ pub fn run_all(stack: &Stack, events: &[Event], start: Instant, shape: WorkerSha
                     Target::Worker | Target::Proxy | Target::Links => None,
                 };
                 let _held = slot.map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+                // The worker process a worker fault hits, read before it does.
+                let worker = (event.kind.target() == Target::Worker).then(|| worker_pid(stack, event.target)).flatten();
+                let node = match event.kind.target() {
+                    Target::RabbitNode => Some(event.target),
+                    Target::ProducerNode => Some(0),
+                    _ => None,
+                };
                 let from = now_s();
                 println!(
                     "{:>7.1} s  begin {:<26} target {} for {:.1} s (drawn at {:.1} s)",
@@ -72,7 +79,7 @@ pub fn run_all(stack: &Stack, events: &[Event], start: Instant, shape: WorkerSha
                     event.target,
                     trouble.as_deref().map(|t| format!("  (trouble: {t})")).unwrap_or_default()
                 );
-                let window = Window { kind: event.kind.name().into(), from, to };
+                let window = Window { kind: event.kind.name().into(), from, to, worker, node };
                 done.lock().expect("done").push(Done { window, event: event.clone(), trouble });
             });
         }
@@ -181,11 +188,18 @@ fn worker_pid(stack: &Stack, i: usize) -> Option<u32> {
 }
 
 fn signal_worker(stack: &Stack, i: usize, sig: &str) -> Result<(), String> {
-    let pid = worker_pid(stack, i).ok_or("the worker is not running")?;
+    // The slot is held from the signal to the reaping, so the supervisor
+    // never sees the killed process as one that exited on its own.
+    let mut slot = stack.workers[i].lock().expect("worker slot");
+    let Some(child) = slot.child.as_mut() else { return Err("the worker is not running".into()) };
+    if !child.running() {
+        return Err("the worker is not running".into());
+    }
+    let pid = child.pid();
     signal(pid, sig)?;
     if sig == "-KILL" {
         // Reaped now, so the restart starts a new process in the slot.
-        stack.workers[i].lock().expect("worker slot").child = None;
+        slot.child = None;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! - `delay_proxy`: latency on the workers' database links;
 //! - `inject`: each fault done and undone;
 //! - `history`: what the run left, read back;
+//! - `supervise`: workers that exit on their own, restarted and counted;
 //! - `checker`: the verdicts, pure;
 //! - `run`: one run, start to verdict.
 
@@ -20,4 +21,5 @@ pub mod inject;
 pub mod plan;
 pub mod run;
 pub mod stack;
+pub mod supervise;
 pub mod workload;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::{Connection, MysqlConnection};
@@ -15,6 +16,7 @@ use super::history;
 use super::inject::{self, Done};
 use super::plan::{self, Kind, Shape, Timeline};
 use super::stack::{Stack, WorkerKind, WorkerShape};
+use super::supervise;
 use super::workload::{self, Invoked, PREFIX};
 
 /// What a run is.
@@ -77,6 +79,11 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
     let until = format!("{}", inject::now_s() + run_s + 60.0);
     let mut callbacks = stack.project_process(&["callbacks-waiting", PREFIX, &until], &dir.join("callbacks.jsonl"));
 
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let supervisor = {
+        let (stack, stop, shape) = (stack.clone(), stop_watching.clone(), opts.workers);
+        std::thread::spawn(move || supervise::watch(&stack, shape, &stop))
+    };
     let faults = {
         let (stack, events, shape) = (stack.clone(), timeline.events.clone(), opts.workers);
         std::thread::spawn(move || inject::run_all(&stack, &events, start, shape))
@@ -118,6 +125,8 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
     // What a worker holds in flight when the last row turns final is acked a
     // moment later: give the queues until then to drain.
     let queues = drain_queues(&stack, Duration::from_secs(30)).await;
+    stop_watching.store(true, Ordering::Relaxed);
+    let exits = supervisor.join().expect("the supervisor");
     let _ = producer.kill();
     let _ = callbacks.kill();
     let _ = producer.wait();
@@ -158,6 +167,8 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
         faults: done.iter().map(|d| d.window.clone()).collect(),
         swept: history::swept(&mut conn).expect("sweeps"),
         ended_at,
+        callbacks_sent: read_callbacks(&dir.join("callbacks.jsonl")),
+        callback_node: stack.callback_node,
     };
     let mut verdicts = checker::check(&h, opts.stall_limit_s);
     let troubles: Vec<String> = done
@@ -175,6 +186,7 @@ pub async fn run(python: &Path, opts: Options) -> Outcome {
         examples: Vec::new(),
         figures: serde_json::json!({"errors": producer_errors, "torn_ledger_lines": torn}),
     });
+    verdicts.push(supervise::verdict(&exits));
     verdicts.push(faults_verdict(&done, &troubles));
     let pass = checker::passed(&verdicts);
     let report = serde_json::json!({
@@ -223,6 +235,17 @@ fn print_timeline(t: &Timeline) {
 /// The producer's answers, one per invoke.
 fn read_invoked(path: &Path) -> Vec<Invoked> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// When the callback API answered that it sent each schedule's callback.
+fn read_callbacks(path: &Path) -> BTreeMap<String, f64> {
+    #[derive(serde::Deserialize)]
+    struct Sent {
+        trace_id: String,
+        at: f64,
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str::<Sent>(l).ok()).map(|s| (s.trace_id, s.at)).collect()
 }
 
 /// Waits up to `patience` for every queue to be empty; the depths at the end.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use broker_proto::topology;
+
 use crate::galera::GaleraCluster;
 use crate::plugin_project::{self, Project};
 use crate::rabbit_cluster::RabbitCluster;
@@ -73,6 +75,8 @@ pub struct Stack {
     pub workers: Vec<Mutex<WorkerSlot>>,
     /// Where logs, the ledger, the plan and the report go.
     pub dir: PathBuf,
+    /// The node holding the classic `plugin_callback` queue.
+    pub callback_node: Option<usize>,
     python: PathBuf,
 }
 
@@ -81,6 +85,17 @@ impl Stack {
     /// starts the workers. `dir` holds the run's files.
     pub async fn start(python: &Path, dir: &Path, shape: WorkerShape) -> Stack {
         let rabbit = RabbitCluster::start_partitionable();
+        // The framework's queues are declared first from node 0, the
+        // producer's first node, so a seed replays with them where they were.
+        {
+            let conn = crate::connect(&rabbit.url(0)).await;
+            let ch = conn.create_channel().await.expect("channel");
+            for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name, topology::DELETE_QUEUE.name] {
+                crate::declare_framework_queue(&ch, q).await;
+            }
+            let _ = conn.close(0, "declared".into()).await;
+        }
+        let callback_node = rabbit.queue_node(topology::CALLBACK_QUEUE.name);
         let galera = GaleraCluster::start();
         let db_link = DelayProxy::start(galera.proxy_addr()).await;
         let mut project = Project::on(python, &galera.base());
@@ -101,6 +116,7 @@ impl Stack {
             project,
             workers,
             dir: dir.to_owned(),
+            callback_node,
             python: python.to_owned(),
         };
         for i in 0..shape.count {

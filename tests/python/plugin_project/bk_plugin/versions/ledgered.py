@@ -17,7 +17,9 @@ def write_ledger(context):
     folder = os.environ.get("NEMESIS_LEDGER_DIR")
     if not folder:
         return
-    line = json.dumps({"t": context.trace_id, "n": context.invoke_count, "at": time.time()})
+    # "w": the worker that ran the step (the host's, or the pool process's,
+    # parent), so a fault on one worker explains only that worker's steps.
+    line = json.dumps({"t": context.trace_id, "n": context.invoke_count, "at": time.time(), "w": os.getppid()})
     # O_APPEND and one write per line: lines from one process never interleave.
     fd = os.open(os.path.join(folder, "%d.jsonl" % os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
