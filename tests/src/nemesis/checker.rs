@@ -207,6 +207,12 @@ fn lost_callbacks(h: &History) -> Vec<(String, String)> {
         if row.state != State::Callback.code() || row.invoke_count != plan.last_step - 1 {
             continue;
         }
+        // A callback the plugin ran reached a worker: not lost, whatever
+        // became of its row.
+        let ran = h.ledger.get(id).is_some_and(|steps| steps.iter().any(|s| s.invoke_count >= plan.last_step));
+        if ran {
+            continue;
+        }
         let out =
             h.faults.iter().find(|w| w.node == Some(node) && w.from - 2.0 <= *sent && *sent <= w.to + QUEUE_BACK_S);
         if let Some(w) = out {
@@ -550,6 +556,11 @@ mod tests {
         let v = verdicts.iter().find(|v| v.check == "callbacks").unwrap();
         assert_eq!(v.figures["lost"], 1);
         assert_eq!(v.figures["by_fault"]["rabbitmq node partition"], 1);
+        // The plugin ran its callback step, yet the row is still waiting:
+        // the callback reached a worker, so the schedule is stranded.
+        h.ledger.insert("a".into(), steps(&[1, 2, 3], 10.0));
+        assert_eq!(failing(&h), ["final", "polls", "stall"]);
+        h.ledger.insert("a".into(), steps(&[1, 2], 10.0));
         // Sent long after the node was back: stranded again.
         h.callbacks_sent.insert("a".into(), 13.0 + QUEUE_BACK_S + 1.0);
         assert_eq!(failing(&h), ["final", "polls", "stall"]);
