@@ -9,6 +9,8 @@
 
 use std::path::PathBuf;
 
+use broker_proto::topology;
+
 use crate::firewall::Chain;
 use crate::private_rabbitmq::PrivateRabbitmq;
 use crate::temp_dir;
@@ -81,6 +83,18 @@ impl RabbitCluster {
     /// Every node's URL as a failover list, starting at node `first`.
     pub fn failover_url(&self, first: usize) -> String {
         (0..self.nodes.len()).map(|k| self.url((first + k) % self.nodes.len())).collect::<Vec<_>>().join(";")
+    }
+
+    /// Declares the framework's queues (classic, as its producers declare
+    /// them) from node `from`, so each lives there: a classic queue's home
+    /// is the node that declared it.
+    pub async fn declare_framework_queues_from(&self, from: usize) {
+        let conn = crate::connect(&self.url(from)).await;
+        let ch = conn.create_channel().await.expect("channel");
+        for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name, topology::DELETE_QUEUE.name] {
+            crate::declare_framework_queue(&ch, q).await;
+        }
+        let _ = conn.close(0, "declared".into()).await;
     }
 
     /// A node that runs, to ask.

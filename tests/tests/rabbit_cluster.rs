@@ -28,8 +28,8 @@ use celerity_tests::ledger::{self, Expect};
 use celerity_tests::rabbit_cluster::RabbitCluster;
 use celerity_tests::workload::{insert_rows, publish_first_polls};
 use celerity_tests::{
-    ChildGuard, celerity_bin, connect, declare_framework_queue, example_worker, free_local_addr, http_get,
-    migrated_database, temp_dir, wait_health,
+    ChildGuard, celerity_bin, connect, example_worker, free_local_addr, http_get, migrated_database, temp_dir,
+    wait_health,
 };
 use lapin::options::ConfirmSelectOptions;
 
@@ -129,12 +129,10 @@ async fn scenario(fault: Fault) {
     let db = migrated_database();
     let dir = temp_dir();
     // The framework's producer declares its queues first, from node 2.
+    cluster.declare_framework_queues_from(2).await;
     let conn = connect(&cluster.url(2)).await;
     let ch = conn.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
-    for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name, topology::DELETE_QUEUE.name] {
-        declare_framework_queue(&ch, q).await;
-    }
     assert_eq!(cluster.queue_node(topology::SCHEDULE_QUEUE.name), Some(2));
     // In (e) worker a is on plugin_schedule's node, and b starts once that node is down.
     let reconnecting = fault == Fault::ReconnectWhileClassicHomeDown;

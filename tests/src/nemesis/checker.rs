@@ -451,6 +451,15 @@ mod tests {
         h
     }
 
+    /// The good run, but "a" left in `state` after step 2 of 3.
+    fn left_at_step_2(state: State) -> History {
+        let mut h = good();
+        h.rows.insert("a".into(), Row { state: state.code(), invoke_count: 2, finished: false, err: String::new() });
+        h.ledger.insert("a".into(), steps(&[1, 2], 10.0));
+        h.attempts.as_mut().unwrap().insert("a".into(), vec![2]);
+        h
+    }
+
     fn failing(h: &History) -> Vec<&'static str> {
         check(h, 60.0).into_iter().filter(|v| v.pass == Some(false)).map(|v| v.check).collect()
     }
@@ -508,13 +517,7 @@ mod tests {
 
     #[test]
     fn a_stranded_schedule_is_reported() {
-        let mut h = good();
-        h.rows.insert(
-            "a".into(),
-            Row { state: State::Poll.code(), invoke_count: 2, finished: false, err: String::new() },
-        );
-        h.ledger.insert("a".into(), steps(&[1, 2], 10.0));
-        h.attempts.as_mut().unwrap().insert("a".into(), vec![2]);
+        let h = left_at_step_2(State::Poll);
         // Stranded since 11 s, to the end at 100 s: a stall past the limit too.
         assert_eq!(failing(&h), ["final", "stall"]);
         let stall = check(&h, 60.0).into_iter().find(|v| v.check == "stall").unwrap();
@@ -523,14 +526,8 @@ mod tests {
 
     #[test]
     fn a_callback_lost_while_its_queues_node_was_out_is_set_apart_and_any_other_is_stranded() {
-        let mut h = good();
         // "a" waits for its callback after step 2, sent at 12 s.
-        h.rows.insert(
-            "a".into(),
-            Row { state: State::Callback.code(), invoke_count: 2, finished: false, err: String::new() },
-        );
-        h.ledger.insert("a".into(), steps(&[1, 2], 10.0));
-        h.attempts.as_mut().unwrap().insert("a".into(), vec![2]);
+        let mut h = left_at_step_2(State::Callback);
         h.callbacks_sent.insert("a".into(), 12.0);
         h.callback_node = Some(0);
         // No fault on plugin_callback's node near then: stranded short of

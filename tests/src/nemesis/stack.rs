@@ -87,14 +87,7 @@ impl Stack {
         let rabbit = RabbitCluster::start_partitionable();
         // The framework's queues are declared first from node 0, the
         // producer's first node, so a seed replays with them where they were.
-        {
-            let conn = crate::connect(&rabbit.url(0)).await;
-            let ch = conn.create_channel().await.expect("channel");
-            for q in [topology::SCHEDULE_QUEUE.name, topology::CALLBACK_QUEUE.name, topology::DELETE_QUEUE.name] {
-                crate::declare_framework_queue(&ch, q).await;
-            }
-            let _ = conn.close(0, "declared".into()).await;
-        }
+        rabbit.declare_framework_queues_from(0).await;
         let callback_node = rabbit.queue_node(topology::CALLBACK_QUEUE.name);
         let galera = GaleraCluster::start();
         let db_link = DelayProxy::start(galera.proxy_addr()).await;

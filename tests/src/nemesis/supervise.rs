@@ -29,8 +29,9 @@ pub fn watch(stack: &Stack, shape: WorkerShape, stop: &AtomicBool) -> Vec<Exit> 
     let mut exits = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for i in 0..stack.workers.len() {
-            // Held across the check and the restart: a fault's kill takes
-            // the same lock, so its process is never mistaken for an exit.
+            // Held across the check: a fault's kill holds the same lock
+            // until it has reaped its process, so that is never taken for
+            // an exit.
             let mut slot = stack.workers[i].lock().expect("worker slot");
             let Some(child) = slot.child.as_mut() else { continue };
             let Some(status) = child.exited() else { continue };
