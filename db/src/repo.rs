@@ -11,8 +11,8 @@ use crate::error::DbError;
 use crate::models::{Attempt, NewSchedule, OPEN_STATES, PollResult, RetryState, ScheduleRow, State};
 use crate::prepared::{GuardedUpdate, LogAttempt};
 use crate::schema::{
-    celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, celerity_sweep,
-    schedule_schedule,
+    celerity_action, celerity_attempt, celerity_callback_lock, celerity_parked, celerity_pause,
+    celerity_schedule_retry, celerity_sweep, schedule_schedule,
 };
 use crate::tx;
 
@@ -151,25 +151,49 @@ pub fn fail(
     })
 }
 
-/// Takes the callback task's lock: `scheduling` 0 → 1. Returns whether this
-/// caller got it (exactly one row changed).
-pub fn try_lock(conn: &mut MysqlConnection, trace_id: &str) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        schedule_schedule::table
-            .filter(schedule_schedule::trace_id.eq(trace_id))
-            .filter(schedule_schedule::scheduling.eq(false)),
-    )
-    .set(schedule_schedule::scheduling.eq(true))
-    .execute(conn)?;
-    Ok(updated == 1)
+/// Takes the callback task's lock for the callback task `task_id`:
+/// `scheduling` 0 → 1, recording `task_id` as its owner in the same
+/// transaction. Returns whether this caller holds it: it took it, or a
+/// delivery of the same task took it and did not release it (its worker
+/// died or lost its connection mid-step, and this is the redelivered copy).
+pub fn try_lock(conn: &mut MysqlConnection, trace_id: &str, task_id: &str, at: NaiveDateTime) -> Result<bool, DbError> {
+    tx::transaction(conn, |conn| {
+        let updated = diesel::update(
+            schedule_schedule::table
+                .filter(schedule_schedule::trace_id.eq(trace_id))
+                .filter(schedule_schedule::scheduling.eq(false)),
+        )
+        .set(schedule_schedule::scheduling.eq(true))
+        .execute(conn)?;
+        if updated == 1 {
+            diesel::replace_into(celerity_callback_lock::table)
+                .values((
+                    celerity_callback_lock::trace_id.eq(trace_id),
+                    celerity_callback_lock::task_id.eq(task_id),
+                    celerity_callback_lock::taken_at.eq(at),
+                ))
+                .execute(conn)?;
+            return Ok(true);
+        }
+        // Taken already (no row changed): ours only if this task took it.
+        Ok(lock_owner(conn, trace_id)?.as_deref() == Some(task_id))
+    })
+}
+
+/// The task id recorded as holding the schedule's callback lock, if any.
+pub fn lock_owner(conn: &mut MysqlConnection, trace_id: &str) -> Result<Option<String>, DbError> {
+    Ok(celerity_callback_lock::table.find(trace_id).select(celerity_callback_lock::task_id).first(conn).optional()?)
 }
 
 /// Releases the callback task's lock.
 pub fn unlock(conn: &mut MysqlConnection, trace_id: &str) -> Result<(), DbError> {
-    diesel::update(schedule_schedule::table.filter(schedule_schedule::trace_id.eq(trace_id)))
-        .set(schedule_schedule::scheduling.eq(false))
-        .execute(conn)?;
-    Ok(())
+    tx::transaction(conn, |conn| {
+        diesel::update(schedule_schedule::table.filter(schedule_schedule::trace_id.eq(trace_id)))
+            .set(schedule_schedule::scheduling.eq(false))
+            .execute(conn)?;
+        diesel::delete(celerity_callback_lock::table.find(trace_id)).execute(conn)?;
+        Ok(())
+    })
 }
 
 /// Deletes schedules (and all of Celerity's rows about them, operator
@@ -199,6 +223,8 @@ pub fn delete_finished_before(conn: &mut MysqlConnection, cutoff: NaiveDateTime,
             diesel::delete(celerity_pause::table.filter(celerity_pause::trace_id.eq_any(&ids))).execute(conn)?;
             diesel::delete(celerity_parked::table.filter(celerity_parked::trace_id.eq_any(&ids))).execute(conn)?;
             diesel::delete(celerity_action::table.filter(celerity_action::trace_id.eq_any(&ids))).execute(conn)?;
+            diesel::delete(celerity_callback_lock::table.filter(celerity_callback_lock::trace_id.eq_any(&ids)))
+                .execute(conn)?;
             Ok(diesel::delete(schedule_schedule::table.filter(schedule_schedule::trace_id.eq_any(&ids)))
                 .execute(conn)?)
         })?;

@@ -90,6 +90,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The task id of the callback holding a schedule's `scheduling` lock.
+    celerity_callback_lock (trace_id) {
+        trace_id -> Varchar,
+        task_id -> Varchar,
+        taken_at -> Datetime,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     schedule_schedule,
     celerity_schedule_retry,
@@ -97,5 +106,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     celerity_sweep,
     celerity_pause,
     celerity_parked,
-    celerity_action
+    celerity_action,
+    celerity_callback_lock
 );

@@ -126,11 +126,18 @@ fn lock_wait_timeout_is_transient() {
         .transaction::<_, diesel::result::Error, _>(|holder| {
             diesel::sql_query("SELECT * FROM schedule_schedule WHERE trace_id = 'locked' FOR UPDATE")
                 .execute(holder)?;
-            let e = db.blocking(|c| repo::try_lock(c, "locked")).unwrap_err();
+            let e = db.blocking(|c| repo::try_lock(c, "locked", "task", db.now())).unwrap_err();
             assert_transient(&e, &[MysqlCode::LockWaitTimeout]);
             Ok(())
         })
         .unwrap();
+}
+
+/// `scheduling` 0 → 1 as one statement, inside the caller's transaction.
+fn take_lock(c: &mut MysqlConnection, trace_id: &str) -> Result<usize, DbError> {
+    Ok(diesel::sql_query("UPDATE schedule_schedule SET scheduling = 1 WHERE trace_id = ?")
+        .bind::<diesel::sql_types::Varchar, _>(trace_id)
+        .execute(c)?)
 }
 
 #[test]
@@ -148,9 +155,9 @@ fn deadlock_is_transient() {
         std::thread::spawn(move || {
             db.blocking(move |c| {
                 c.transaction(|c| {
-                    repo::try_lock(c, first)?;
+                    take_lock(c, first)?;
                     barrier.wait();
-                    repo::try_lock(c, second)?;
+                    take_lock(c, second)?;
                     Ok(())
                 })
             })

@@ -82,7 +82,7 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
     let tdb = TestDatabase::create();
     let db = Db::new(DbConfig::new(tdb.url())).unwrap();
     let ran = db.blocking(migrate::run).unwrap();
-    assert_eq!(ran.len(), 5, "{ran:?}");
+    assert_eq!(ran.len(), 6, "{ran:?}");
     assert!(db.blocking(migrate::run).unwrap().is_empty(), "a second run does nothing");
     let mut conn = tdb.connect();
     assert_eq!(show_create(&mut conn, "schedule_schedule"), django_ddl().trim());
@@ -94,6 +94,7 @@ fn migrations_create_the_django_table_exactly_and_run_twice_harmlessly() {
         "celerity_parked",
         "celerity_action",
         "celerity_daily",
+        "celerity_callback_lock",
     ] {
         assert!(show_create(&mut conn, table).contains(table));
     }
@@ -238,13 +239,33 @@ fn scheduling_lock_is_taken_once_and_released() {
     let (_tdb, db) = django_made();
     let now = db.now();
     db.blocking(|c| repo::insert(c, &new_schedule("t3", now))).unwrap();
-    assert!(db.blocking(|c| repo::try_lock(c, "t3")).unwrap());
-    assert!(!db.blocking(|c| repo::try_lock(c, "t3")).unwrap(), "a second taker is refused");
+    assert!(db.blocking(|c| repo::try_lock(c, "t3", "task-a", now)).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, "t3", "task-b", now)).unwrap(), "another task is refused");
     assert!(db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
     db.blocking(|c| repo::unlock(c, "t3")).unwrap();
     assert!(!db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
-    assert!(db.blocking(|c| repo::try_lock(c, "t3")).unwrap());
-    assert!(!db.blocking(|c| repo::try_lock(c, "no-such")).unwrap());
+    assert_eq!(db.blocking(|c| repo::lock_owner(c, "t3")).unwrap(), None, "released with its owner");
+    assert!(db.blocking(|c| repo::try_lock(c, "t3", "task-b", now)).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, "no-such", "task-b", now)).unwrap());
+}
+
+/// A delivery of the task that took the lock holds it again (its first
+/// worker died mid-step); no other task does, and a lock released by a
+/// poll's own update belongs to no one.
+#[test]
+fn the_task_that_took_the_scheduling_lock_holds_it_when_redelivered() {
+    let (tdb, db) = django_made();
+    let now = db.now();
+    db.blocking(|c| repo::insert(c, &new_schedule("t4", now))).unwrap();
+    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap());
+    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap(), "the redelivered copy");
+    assert!(!db.blocking(|c| repo::try_lock(c, "t4", "task-b", now)).unwrap());
+    assert_eq!(db.blocking(|c| repo::lock_owner(c, "t4")).unwrap().as_deref(), Some("task-a"));
+    // The poll's update releases `scheduling` without touching the owner row.
+    let mut conn = tdb.connect();
+    diesel::sql_query("UPDATE schedule_schedule SET scheduling = 0 WHERE trace_id = 't4'").execute(&mut conn).unwrap();
+    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-b", now)).unwrap(), "a free lock is anyone's");
+    assert!(!db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap(), "the old owner no longer");
 }
 
 #[test]

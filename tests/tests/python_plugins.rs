@@ -552,3 +552,47 @@ async fn a_host_gets_no_database_socket_and_no_worker_secret() {
     }
     drop(worker);
 }
+
+/// A worker killed while its callback step runs, holding the framework's
+/// `scheduling` lock, leaves no schedule waiting for good: the callback's
+/// redelivered copy is recognised as the lock's owner by its task id and
+/// runs the step again. Before, the copy found the lock taken, re-queued
+/// itself every 1–5 s, and the schedule stayed in CALLBACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_callback_leaves_no_lock_behind() {
+    let dir = temp_dir();
+    let ledger = dir.join("ledger");
+    std::fs::create_dir_all(&ledger).unwrap();
+    let mut project = Project::new(&python());
+    project.extra_env.push(("NEMESIS_LEDGER_DIR".into(), ledger.display().to_string()));
+    let trace_id = id("killedmidcallback");
+    let inputs = json!({"polls": 0, "callback": true, "callback_sleep": 6});
+    produce(&project, &[(trace_id.clone(), "4.0.0", inputs, json!({}))]);
+    let first = project.celerity(&[], dir.join("first.log"));
+    wait_until(&project, Duration::from_secs(60), "the schedule waiting for its callback", |r| r[&trace_id].state == 3)
+        .await;
+    project.callback(&trace_id, "cb-1", &json!({"n": 1}));
+    // The ledger's line for invoke_count 2 is written as the callback step starts.
+    let started = Instant::now();
+    let step_lines = |dir: &Path| -> usize {
+        let files = std::fs::read_dir(dir).unwrap().flatten();
+        let text: String = files.map(|f| std::fs::read_to_string(f.path()).unwrap_or_default()).collect();
+        text.lines().filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["n"] == 2)).count()
+    };
+    while step_lines(&ledger) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the callback step never started:\n{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rows(&project.db)[&trace_id].scheduling, "the step runs holding the lock");
+    drop(first); // SIGKILL, mid-step
+    let second = project.celerity(&[], dir.join("second.log"));
+    wait_until(&project, Duration::from_secs(90), "the callback to complete on the second worker", |r| {
+        r[&trace_id].state == 4
+    })
+    .await;
+    let row = rows(&project.db)[&trace_id].clone();
+    assert!(!row.scheduling, "the lock is released: {row:?}");
+    assert_eq!(row.invoke_count, 2, "{row:?}");
+    assert!(row.data.contains(r#""callback_data": {"n": 1}"#), "{}", row.data);
+    assert_eq!(step_lines(&ledger), 2, "the step ran again once, on the second worker:\n{}", second.log());
+}

@@ -22,7 +22,7 @@ pub struct CallbackArgs {
 
 impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Takes the `scheduling` lock (or re-queues itself in 1–5 s when another
-    /// holds it), polls the schedule with the callback if it is in CALLBACK,
+    /// task holds it), polls the schedule with the callback if it is in CALLBACK,
     /// and releases the lock.
     pub async fn callback(&self, args: &CallbackArgs) -> Result<Handled, BrokerError> {
         let trace_id = args.trace_id.as_str();
@@ -42,10 +42,11 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
         task.finish(trace_id, true, steps).await
     }
 
-    /// Takes the `scheduling` lock, or stops having sent the callback again
-    /// for later.
+    /// Takes the `scheduling` lock (or finds it taken by an earlier delivery
+    /// of this very task, whose worker died mid-step), or stops having sent
+    /// the callback again for later.
     async fn take_lock(&self, args: &CallbackArgs) -> Result<(), Stop> {
-        if self.ctx.store.try_lock(&args.trace_id).await? {
+        if self.ctx.store.try_lock(&args.trace_id, &self.msg.id).await? {
             return Ok(());
         }
         Err(Stop::Done(self.requeue_later(args).await?))

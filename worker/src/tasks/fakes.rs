@@ -58,6 +58,8 @@ pub(crate) struct Tables {
     pub retrying: HashSet<String>,
     /// Every retry bookkeeping write, in order.
     pub retries: Vec<RetryState>,
+    /// The callback task holding each `scheduling` lock it took.
+    pub lock_owners: HashMap<String, String>,
     /// Trace ids an operator paused.
     pub paused: HashSet<String>,
     /// Messages parked, in order.
@@ -219,17 +221,23 @@ impl Store for FakeStore {
         Ok(true)
     }
 
-    async fn try_lock(&self, trace_id: &str) -> Result<bool, DbError> {
+    async fn try_lock(&self, trace_id: &str, task_id: &str) -> Result<bool, DbError> {
         let mut tables = self.call("try_lock")?;
-        let Some(row) = tables.rows.get_mut(trace_id).filter(|r| !r.scheduling) else { return Ok(false) };
+        let Some(row) = tables.rows.get_mut(trace_id) else { return Ok(false) };
+        if row.scheduling {
+            return Ok(tables.lock_owners.get(trace_id).is_some_and(|owner| owner == task_id));
+        }
         row.scheduling = true;
+        tables.lock_owners.insert(trace_id.to_owned(), task_id.to_owned());
         Ok(true)
     }
 
     async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {
-        if let Some(row) = self.call("unlock")?.rows.get_mut(trace_id) {
+        let mut tables = self.call("unlock")?;
+        if let Some(row) = tables.rows.get_mut(trace_id) {
             row.scheduling = false;
         }
+        tables.lock_owners.remove(trace_id);
         Ok(())
     }
 

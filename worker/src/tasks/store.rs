@@ -58,8 +58,9 @@ pub trait Store: Send + Sync + 'static {
         finish_at: NaiveDateTime,
     ) -> impl Future<Output = Result<bool, DbError>> + Send;
 
-    /// Takes the callback lock; whether this caller got it.
-    fn try_lock(&self, trace_id: &str) -> impl Future<Output = Result<bool, DbError>> + Send;
+    /// Takes the callback lock for the callback task `task_id`; whether it
+    /// holds it (a redelivered copy of the task that took it does).
+    fn try_lock(&self, trace_id: &str, task_id: &str) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Releases the callback lock.
     fn unlock(&self, trace_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
@@ -128,9 +129,9 @@ impl Store for Db {
         self.call(move |c| repo::fail(c, &id, &err, finish_at, None)).await
     }
 
-    async fn try_lock(&self, trace_id: &str) -> Result<bool, DbError> {
-        let id = trace_id.to_owned();
-        self.call(move |c| repo::try_lock(c, &id)).await
+    async fn try_lock(&self, trace_id: &str, task_id: &str) -> Result<bool, DbError> {
+        let (id, task, at) = (trace_id.to_owned(), task_id.to_owned(), self.now());
+        self.call(move |c| repo::try_lock(c, &id, &task, at)).await
     }
 
     async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {

@@ -357,6 +357,23 @@ async fn a_callback_whose_lock_is_held_elsewhere_comes_again_in_1_to_5_s() {
     assert!(ctx.store.row(T).scheduling, "the other holder keeps its lock");
 }
 
+/// The lock's first taker died mid-step: its redelivered copy (same task
+/// id, no header) goes on; a different callback still waits.
+#[tokio::test]
+async fn a_redelivered_callback_holds_the_lock_its_first_delivery_took() {
+    let mut locked = row(T, State::Callback, 2, 1, 0);
+    locked.scheduling = true;
+    let ctx = ctx(FakeStore::with([locked]));
+    let msg = callback_message();
+    ctx.store.tables().lock_owners.insert(T.into(), msg.id.clone());
+    let args = callback_args(r#"{"ok": true}"#);
+    assert!(matches!(callback(&ctx, &callback_message(), &args).await, Handled::LockBusy));
+    let handled = callback(&ctx, &msg, &args).await;
+    assert!(matches!(handled, Handled::Polled(State::Success)), "{handled:?}");
+    let row = ctx.store.row(T);
+    assert_eq!((row.invoke_count, row.scheduling), (3, false));
+}
+
 #[tokio::test]
 async fn a_callback_for_a_schedule_not_waiting_for_one_releases_the_lock() {
     let ctx = ctx(FakeStore::with([row(T, State::Poll, 2, 5, 0)]));

@@ -1,6 +1,7 @@
 """4.0.0: the nemesis run's plugin. Polls `polls` times, `interval`
 seconds apart, then succeeds; with `fail_at`, raises at that invoke_count;
-with `callback`, waits for a callback after its polls and succeeds with it.
+with `callback`, waits for a callback after its polls and succeeds with it,
+taking `callback_sleep` seconds over that step.
 Every step first appends a line to the plugin's own ledger (a file per
 process under NEMESIS_LEDGER_DIR): what ran, whatever the worker later
 commits, so the checker can tell a step run twice from one applied twice."""
@@ -38,10 +39,12 @@ class Ledgered(Plugin):
         interval: int = 0
         fail_at: typing.Optional[int] = None
         callback: bool = False
+        callback_sleep: float = 0
 
     def execute(self, inputs: Inputs, context: Context):
         write_ledger(context)
         if context.state is State.CALLBACK:
+            time.sleep(inputs.callback_sleep)
             context.outputs["callback_data"] = context.callback.data
             return
         if inputs.fail_at is not None and inputs.fail_at == context.invoke_count:

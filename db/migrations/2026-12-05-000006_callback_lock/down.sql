@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS `celerity_callback_lock`;
