@@ -33,5 +33,7 @@ pub use config::{
 pub use db::Db;
 pub use diesel::MysqlConnection;
 pub use error::DbError;
-pub use models::{ActionRecord, Attempt, NewSchedule, Parked, PauseRecord, PollResult, RetryState, ScheduleRow, State};
+pub use models::{
+    ActionRecord, Attempt, HeldCallback, NewSchedule, Parked, PauseRecord, PollResult, RetryState, ScheduleRow, State,
+};
 pub use status::Status;

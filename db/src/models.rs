@@ -5,7 +5,8 @@ use diesel::prelude::*;
 
 use crate::error::DbError;
 use crate::schema::{
-    celerity_action, celerity_attempt, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule,
+    celerity_action, celerity_attempt, celerity_callback_lock, celerity_parked, celerity_pause,
+    celerity_schedule_retry, schedule_schedule,
 };
 
 /// States a poll may still change. A static, so statements can bind them.
@@ -140,6 +141,22 @@ pub struct PollResult {
     pub finish_at: Option<NaiveDateTime>,
     /// Release the callback task's `scheduling` lock in the same update.
     pub release_lock: bool,
+}
+
+/// The callback task holding a schedule's `scheduling` lock: enough to
+/// recognise its redelivered copy and to send it again.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, QueryableByName)]
+#[diesel(table_name = celerity_callback_lock)]
+#[diesel(check_for_backend(diesel::mysql::Mysql))]
+pub struct HeldCallback {
+    /// The schedule.
+    pub trace_id: String,
+    /// The callback task's id.
+    pub task_id: String,
+    /// Its `callback_id` argument.
+    pub callback_id: String,
+    /// Its `callback_data` argument (JSON text).
+    pub callback_data: String,
 }
 
 /// Retry bookkeeping of one schedule (a row exists while it is RETRYING).

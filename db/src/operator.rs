@@ -21,7 +21,10 @@ use diesel::prelude::*;
 
 use crate::error::DbError;
 use crate::models::{ActionRecord, Parked, PauseRecord, ScheduleRow, State};
-use crate::schema::{celerity_action, celerity_parked, celerity_pause, celerity_schedule_retry, schedule_schedule};
+use crate::schema::{
+    celerity_action, celerity_callback_lock, celerity_parked, celerity_pause, celerity_schedule_retry,
+    schedule_schedule,
+};
 use crate::status::Status;
 use crate::tx;
 
@@ -233,6 +236,7 @@ fn write(conn: &mut MysqlConnection, action: Action, req: &Request) -> Result<()
                 ))
                 .execute(conn)?;
             diesel::delete(celerity_schedule_retry::table.find(id)).execute(conn)?;
+            diesel::delete(celerity_callback_lock::table.find(id)).execute(conn)?;
             diesel::delete(celerity_pause::table.find(id)).execute(conn)?;
             // Whatever was parked for it is stale now.
             diesel::delete(celerity_parked::table.filter(celerity_parked::trace_id.eq(id))).execute(conn)?;

@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 
 use crate::error::DbError;
-use crate::models::{Attempt, NewSchedule, OPEN_STATES, PollResult, RetryState, ScheduleRow, State};
+use crate::models::{Attempt, HeldCallback, NewSchedule, OPEN_STATES, PollResult, RetryState, ScheduleRow, State};
 use crate::prepared::{GuardedUpdate, LogAttempt};
 use crate::schema::{
     celerity_action, celerity_attempt, celerity_callback_lock, celerity_parked, celerity_pause,
@@ -103,6 +103,9 @@ pub fn apply_poll_seen(
         if updated == 0 {
             return Ok(false);
         }
+        if result.release_lock {
+            diesel::delete(celerity_callback_lock::table.find(&result.trace_id)).execute(conn)?;
+        }
         if clear {
             clear_retry(conn, &result.trace_id)?;
         }
@@ -143,6 +146,7 @@ pub fn fail(
             return Ok(false);
         }
         clear_retry(conn, trace_id)?;
+        diesel::delete(celerity_callback_lock::table.find(trace_id)).execute(conn)?;
         if let Some(attempt) = attempt {
             // The attempt may already be logged if a FAIL is written twice.
             LogAttempt(attempt).execute(conn)?;
@@ -151,12 +155,13 @@ pub fn fail(
     })
 }
 
-/// Takes the callback task's lock for the callback task `task_id`:
-/// `scheduling` 0 → 1, recording `task_id` as its owner in the same
-/// transaction. Returns whether this caller holds it: it took it, or a
-/// delivery of the same task took it and did not release it (its worker
-/// died or lost its connection mid-step, and this is the redelivered copy).
-pub fn try_lock(conn: &mut MysqlConnection, trace_id: &str, task_id: &str, at: NaiveDateTime) -> Result<bool, DbError> {
+/// Takes the callback task's lock for `callback`: `scheduling` 0 → 1,
+/// recording the callback as its holder in the same transaction. Returns
+/// whether this caller holds it: it took it, or a delivery of the same task
+/// took it and did not release it (its worker died or lost its connection
+/// mid-step, and this is the redelivered copy).
+pub fn try_lock(conn: &mut MysqlConnection, callback: &HeldCallback, at: NaiveDateTime) -> Result<bool, DbError> {
+    let trace_id = callback.trace_id.as_str();
     tx::transaction(conn, |conn| {
         let updated = diesel::update(
             schedule_schedule::table
@@ -167,16 +172,12 @@ pub fn try_lock(conn: &mut MysqlConnection, trace_id: &str, task_id: &str, at: N
         .execute(conn)?;
         if updated == 1 {
             diesel::replace_into(celerity_callback_lock::table)
-                .values((
-                    celerity_callback_lock::trace_id.eq(trace_id),
-                    celerity_callback_lock::task_id.eq(task_id),
-                    celerity_callback_lock::taken_at.eq(at),
-                ))
+                .values((callback, celerity_callback_lock::taken_at.eq(at)))
                 .execute(conn)?;
             return Ok(true);
         }
         // Taken already (no row changed): ours only if this task took it.
-        Ok(lock_owner(conn, trace_id)?.as_deref() == Some(task_id))
+        Ok(lock_owner(conn, trace_id)?.as_deref() == Some(callback.task_id.as_str()))
     })
 }
 

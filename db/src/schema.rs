@@ -91,10 +91,12 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The task id of the callback holding a schedule's `scheduling` lock.
+    /// The callback task holding a schedule's `scheduling` lock.
     celerity_callback_lock (trace_id) {
         trace_id -> Varchar,
         task_id -> Varchar,
+        callback_id -> Longtext,
+        callback_data -> Longtext,
         taken_at -> Datetime,
     }
 }

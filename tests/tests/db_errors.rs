@@ -126,7 +126,13 @@ fn lock_wait_timeout_is_transient() {
         .transaction::<_, diesel::result::Error, _>(|holder| {
             diesel::sql_query("SELECT * FROM schedule_schedule WHERE trace_id = 'locked' FOR UPDATE")
                 .execute(holder)?;
-            let e = db.blocking(|c| repo::try_lock(c, "locked", "task", db.now())).unwrap_err();
+            let held = celerity_db::HeldCallback {
+                trace_id: "locked".into(),
+                task_id: "task".into(),
+                callback_id: "cb".into(),
+                callback_data: "{}".into(),
+            };
+            let e = db.blocking(|c| repo::try_lock(c, &held, db.now())).unwrap_err();
             assert_transient(&e, &[MysqlCode::LockWaitTimeout]);
             Ok(())
         })

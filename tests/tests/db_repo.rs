@@ -2,7 +2,7 @@
 //! framework's Django migrations produce (db/tests/django_schedule.sql), and
 //! the embedded migrations on an empty database.
 
-use celerity_db::{Attempt, Db, DbConfig, NewSchedule, PollResult, RetryState, State, Tz, migrate, repo};
+use celerity_db::{Attempt, Db, DbConfig, HeldCallback, NewSchedule, PollResult, RetryState, State, Tz, migrate, repo};
 use celerity_tests::{TestDatabase, workspace_root};
 use chrono::{Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -234,19 +234,29 @@ fn fail_keeps_data_sets_err_and_finish_at_once() {
     assert_eq!(db.blocking(|c| repo::attempts(c, "t2")).unwrap(), vec![log]);
 }
 
+/// The callback task `task_id` on `trace_id`.
+fn held(trace_id: &str, task_id: &str) -> HeldCallback {
+    HeldCallback {
+        trace_id: trace_id.into(),
+        task_id: task_id.into(),
+        callback_id: "cb".into(),
+        callback_data: "{}".into(),
+    }
+}
+
 #[test]
 fn scheduling_lock_is_taken_once_and_released() {
     let (_tdb, db) = django_made();
     let now = db.now();
     db.blocking(|c| repo::insert(c, &new_schedule("t3", now))).unwrap();
-    assert!(db.blocking(|c| repo::try_lock(c, "t3", "task-a", now)).unwrap());
-    assert!(!db.blocking(|c| repo::try_lock(c, "t3", "task-b", now)).unwrap(), "another task is refused");
+    assert!(db.blocking(|c| repo::try_lock(c, &held("t3", "task-a"), now)).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, &held("t3", "task-b"), now)).unwrap(), "another task is refused");
     assert!(db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
     db.blocking(|c| repo::unlock(c, "t3")).unwrap();
     assert!(!db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
     assert_eq!(db.blocking(|c| repo::lock_owner(c, "t3")).unwrap(), None, "released with its owner");
-    assert!(db.blocking(|c| repo::try_lock(c, "t3", "task-b", now)).unwrap());
-    assert!(!db.blocking(|c| repo::try_lock(c, "no-such", "task-b", now)).unwrap());
+    assert!(db.blocking(|c| repo::try_lock(c, &held("t3", "task-b"), now)).unwrap());
+    assert!(!db.blocking(|c| repo::try_lock(c, &held("no-such", "task-b"), now)).unwrap());
 }
 
 /// A delivery of the task that took the lock holds it again (its first
@@ -257,15 +267,15 @@ fn the_task_that_took_the_scheduling_lock_holds_it_when_redelivered() {
     let (tdb, db) = django_made();
     let now = db.now();
     db.blocking(|c| repo::insert(c, &new_schedule("t4", now))).unwrap();
-    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap());
-    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap(), "the redelivered copy");
-    assert!(!db.blocking(|c| repo::try_lock(c, "t4", "task-b", now)).unwrap());
+    assert!(db.blocking(|c| repo::try_lock(c, &held("t4", "task-a"), now)).unwrap());
+    assert!(db.blocking(|c| repo::try_lock(c, &held("t4", "task-a"), now)).unwrap(), "the redelivered copy");
+    assert!(!db.blocking(|c| repo::try_lock(c, &held("t4", "task-b"), now)).unwrap());
     assert_eq!(db.blocking(|c| repo::lock_owner(c, "t4")).unwrap().as_deref(), Some("task-a"));
-    // The poll's update releases `scheduling` without touching the owner row.
+    // Released by an update of its own (a Python worker's, say) with the record left.
     let mut conn = tdb.connect();
     diesel::sql_query("UPDATE schedule_schedule SET scheduling = 0 WHERE trace_id = 't4'").execute(&mut conn).unwrap();
-    assert!(db.blocking(|c| repo::try_lock(c, "t4", "task-b", now)).unwrap(), "a free lock is anyone's");
-    assert!(!db.blocking(|c| repo::try_lock(c, "t4", "task-a", now)).unwrap(), "the old owner no longer");
+    assert!(db.blocking(|c| repo::try_lock(c, &held("t4", "task-b"), now)).unwrap(), "a free lock is anyone's");
+    assert!(!db.blocking(|c| repo::try_lock(c, &held("t4", "task-a"), now)).unwrap(), "the old owner no longer");
 }
 
 #[test]

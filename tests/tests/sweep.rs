@@ -2,7 +2,8 @@
 //! finish; a schedule whose message was only late is polled once per
 //! invoke_count whichever of the late message and the sweep runs first; one
 //! sweep's record keeps the next from doubling it; a worker's periodic sweep
-//! rescues a schedule whose message was purged.
+//! rescues a schedule whose message was purged; a callback holding the
+//! `scheduling` lock whose every copy is gone is sent again and runs.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use broker_proto::topology;
 use celerity::plugins::{Context, Outcome, Plugin, Registry};
-use celerity_db::State;
+use celerity_db::{HeldCallback, State, repo};
 use celerity_tests::workload::publish_first_poll;
 use celerity_tests::{
     InProcessWorker, TestDatabase, Vhost, celerity_bin, confirmed_channel, declare_framework_queue, example_data,
@@ -36,6 +37,10 @@ impl Plugin for Counting {
 
     fn execute(&self, inputs: Inputs, ctx: &mut Context<serde_json::Value>) -> Outcome {
         *self.0.lock().expect("counts").entry(ctx.trace_id.clone()).or_default() += 1;
+        if let Some(cb) = &ctx.callback {
+            ctx.outputs.insert("got".into(), cb.data.clone());
+            return Outcome::Success;
+        }
         if ctx.invoke_count < inputs.polls + 1 { Outcome::Poll(inputs.interval) } else { Outcome::Success }
     }
 }
@@ -193,4 +198,55 @@ async fn a_workers_periodic_sweep_rescues_a_purged_message() {
         s::celerity_sweep.filter(s::trace_id.eq(&purged)).select(s::sweeps).first(&mut db.connect()).expect("swept")
     };
     assert_eq!(sweeps, 1, "swept once, though two workers were sweeping every 500 ms");
+}
+
+/// A schedule in CALLBACK whose lock a callback took, every copy of which
+/// is gone (its retry was dropped on the way to a queue whose node was
+/// out): the sweep sends that callback again under its own task id, which
+/// holds the lock, and the step runs once and releases it. A lock taken
+/// just now (its callback still in flight) is left alone.
+#[tokio::test]
+async fn a_callback_holding_the_lock_whose_every_copy_is_gone_is_sent_again() {
+    let vhost = Vhost::create();
+    let db = migrated_database();
+    let (_conn, ch) = confirmed_channel(&vhost).await;
+    for q in topology::FRAMEWORK_QUEUES {
+        declare_framework_queue(&ch, q.name).await;
+    }
+    let [lost, in_flight] = ["lost", "in-flight"].map(unique);
+    let handle = db.handle();
+    for (id, age) in [(&lost, 60), (&in_flight, 0)] {
+        insert_schedule(&db.url(), id, VERSION, State::Callback, &example_data(POLLS.into(), INTERVAL));
+        let held = HeldCallback {
+            trace_id: id.clone(),
+            task_id: format!("task-of-{id}"),
+            callback_id: "cb-1".into(),
+            callback_data: r#"{"n": 1}"#.into(),
+        };
+        let at = handle.now() - chrono::Duration::seconds(age);
+        assert!(handle.blocking(move |c| repo::try_lock(c, &held, at)).expect("take the lock"));
+    }
+    assert_eq!(listed(&sweep(&vhost, &db, &["--dry-run"]), "stranded"), vec![lost.clone()]);
+    assert_eq!(listed(&sweep(&vhost, &db, &[]), "re-enqueued"), vec![lost.clone()]);
+    assert_eq!(listed(&sweep(&vhost, &db, &[]), "re-enqueued"), Vec::<String>::new(), "not doubled");
+
+    let counting = Counting::default();
+    let worker = InProcessWorker::start(worker_config(&vhost.url(), &db.url()), registry(&counting));
+    let done = wait_for_rows(&db, Duration::from_secs(30), |r| r[&lost].state == State::Success.code()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    worker.stop().await.expect("worker stops cleanly");
+    let row = &done[&lost];
+    assert_eq!((row.invoke_count, row.scheduling), (2, false), "{row:?}");
+    assert!(row.data.contains(r#""got": {"n": 1}"#), "{}", row.data);
+    let owner = |id: &str| {
+        let id = id.to_owned();
+        handle.blocking(move |c| repo::lock_owner(c, &id)).expect("lock owner")
+    };
+    assert_eq!(owner(&lost), None, "released with the poll");
+    let executions = counting.0.lock().expect("counts").clone();
+    assert_eq!(executions.get(&lost), Some(&1), "the callback step ran once");
+    assert_eq!(executions.get(&in_flight), None, "a callback in flight is not sent again");
+    let still = &rows(&db)[&in_flight];
+    assert_eq!((still.state, still.scheduling), (State::Callback.code(), true));
+    assert_eq!(owner(&in_flight), Some(format!("task-of-{in_flight}")));
 }

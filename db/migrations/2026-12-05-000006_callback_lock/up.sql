@@ -1,10 +1,15 @@
--- Who holds a schedule's `scheduling` lock: the task id of the callback
--- that took it, written in the same transaction. A redelivered copy of that
--- callback (its worker died or lost its connection mid-step) carries the
--- same id and goes on; before, it waited for a lock no one would release.
+-- Who holds a schedule's `scheduling` lock: the callback task that took it
+-- (its id and arguments), written in the same transaction and removed when
+-- the lock is released. A redelivered copy of that callback (its worker
+-- died or lost its connection mid-step) carries the same id and goes on;
+-- and when every copy is gone (a retry the broker dropped), the sweeper
+-- sends the callback again from this row. Before, the schedule waited in
+-- CALLBACK for a lock no one would release.
 CREATE TABLE IF NOT EXISTS `celerity_callback_lock` (
   `trace_id` varchar(33) NOT NULL,
   `task_id` varchar(255) NOT NULL,
+  `callback_id` longtext NOT NULL,
+  `callback_data` longtext NOT NULL,
   `taken_at` datetime(6) NOT NULL,
   PRIMARY KEY (`trace_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;

@@ -1,7 +1,7 @@
 //! `bk_plugin_framework.runtime.callback.celery.tasks.callback(trace_id, callback_id, callback_data)`.
 
 use broker_proto::{header, topology};
-use celerity_db::{DbError, State};
+use celerity_db::{DbError, HeldCallback, State};
 
 use super::headers::{LOCK_HELD_HEADER, holds_lock, pending_fail};
 use super::stop::Stop;
@@ -46,7 +46,13 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// of this very task, whose worker died mid-step), or stops having sent
     /// the callback again for later.
     async fn take_lock(&self, args: &CallbackArgs) -> Result<(), Stop> {
-        if self.ctx.store.try_lock(&args.trace_id, &self.msg.id).await? {
+        let callback = HeldCallback {
+            trace_id: args.trace_id.clone(),
+            task_id: self.msg.id.clone(),
+            callback_id: args.callback_id.clone(),
+            callback_data: args.callback_data.clone(),
+        };
+        if self.ctx.store.try_lock(callback).await? {
             return Ok(());
         }
         Err(Stop::Done(self.requeue_later(args).await?))
@@ -72,12 +78,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     /// Another worker holds the lock: send the callback again in 1–5 s, as a new
     /// task, as the Python task does.
     async fn requeue_later(&self, args: &CallbackArgs) -> Result<Handled, BrokerError> {
-        let kwargs = [
-            ("trace_id", args.trace_id.as_str()),
-            ("callback_id", &args.callback_id),
-            ("callback_data", &args.callback_data),
-        ];
-        let m = self.ctx.sender.task(topology::CALLBACK_TASK, &kwargs, fastrand::i64(1..=5));
+        let m = self.ctx.sender.callback(&args.trace_id, &args.callback_id, &args.callback_data, fastrand::i64(1..=5));
         self.ctx.publisher.publish_task_to_queue(topology::CALLBACK_QUEUE.name, &m).await?;
         tracing::info!("scheduling lock held elsewhere; callback re-queued");
         Ok(Handled::LockBusy)

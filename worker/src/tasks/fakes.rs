@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use broker_proto::{DecodeOptions, TaskMessage, topology};
 use celerity_db::repo::ForPoll;
-use celerity_db::{Attempt, DbError, Parked, PollResult, RetryState, ScheduleRow, State};
+use celerity_db::{Attempt, DbError, HeldCallback, Parked, PollResult, RetryState, ScheduleRow, State};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
 use lapin::BasicProperties;
 
@@ -150,6 +150,7 @@ impl FakeStore {
         row.finish_at = result.finish_at;
         if result.release_lock {
             row.scheduling = false;
+            tables.lock_owners.remove(&result.trace_id);
         }
         if retrying || result.state.is_final() {
             tables.retrying.remove(&result.trace_id);
@@ -218,17 +219,18 @@ impl Store for FakeStore {
         row.finish_at = Some(finish_at);
         row.scheduling = false;
         tables.retrying.remove(trace_id);
+        tables.lock_owners.remove(trace_id);
         Ok(true)
     }
 
-    async fn try_lock(&self, trace_id: &str, task_id: &str) -> Result<bool, DbError> {
+    async fn try_lock(&self, callback: HeldCallback) -> Result<bool, DbError> {
         let mut tables = self.call("try_lock")?;
-        let Some(row) = tables.rows.get_mut(trace_id) else { return Ok(false) };
+        let Some(row) = tables.rows.get_mut(&callback.trace_id) else { return Ok(false) };
         if row.scheduling {
-            return Ok(tables.lock_owners.get(trace_id).is_some_and(|owner| owner == task_id));
+            return Ok(tables.lock_owners.get(&callback.trace_id).is_some_and(|owner| *owner == callback.task_id));
         }
         row.scheduling = true;
-        tables.lock_owners.insert(trace_id.to_owned(), task_id.to_owned());
+        tables.lock_owners.insert(callback.trace_id, callback.task_id);
         Ok(true)
     }
 

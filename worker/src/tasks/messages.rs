@@ -3,6 +3,7 @@
 //! would send them from this worker.
 
 use broker_proto::{AMQPValue, TaskMessage, Value, eta_after, repr, topology};
+use celerity_db::HeldCallback;
 use chrono::Utc;
 
 use super::headers::INVOKE_COUNT_HEADER;
@@ -27,6 +28,23 @@ impl Sender {
         let countdown = countdown.min(i64::MAX as u64) as i64;
         let mut m = self.task(topology::SCHEDULE_TASK, &[("trace_id", trace_id)], countdown);
         m.extra_headers.insert(INVOKE_COUNT_HEADER.into(), AMQPValue::LongInt(invoke_count));
+        m
+    }
+
+    /// A new `callback` task, due in `countdown_secs`, as the framework's
+    /// callback API sends it.
+    pub fn callback(&self, trace_id: &str, callback_id: &str, callback_data: &str, countdown_secs: i64) -> TaskMessage {
+        let kwargs = [("trace_id", trace_id), ("callback_id", callback_id), ("callback_data", callback_data)];
+        self.task(topology::CALLBACK_TASK, &kwargs, countdown_secs)
+    }
+
+    /// The callback that holds a schedule's `scheduling` lock, sent again
+    /// under its own task id, so that it is recognised as the holder.
+    pub fn callback_again(&self, held: &HeldCallback) -> TaskMessage {
+        let mut m = self.callback(&held.trace_id, &held.callback_id, &held.callback_data, 0);
+        m.id.clone_from(&held.task_id);
+        m.root_id = Some(held.task_id.clone());
+        m.correlation_id = Some(held.task_id.clone());
         m
     }
 
@@ -65,5 +83,21 @@ mod tests {
         let due = later.eta.unwrap().with_timezone(&Utc) - Utc::now();
         assert!((29..=30).contains(&due.num_seconds()), "{due}");
         assert_ne!(m.id, later.id, "every message is a new task");
+    }
+
+    #[test]
+    fn a_callback_sent_again_keeps_its_task_id() {
+        let sender = Sender::new("w@h");
+        let held = HeldCallback {
+            trace_id: "t".into(),
+            task_id: "the-holder".into(),
+            callback_id: "cb".into(),
+            callback_data: r#"{"n": 1}"#.into(),
+        };
+        let m = sender.callback_again(&held);
+        assert_eq!((m.task.as_str(), m.id.as_str()), (topology::CALLBACK_TASK, "the-holder"));
+        assert_eq!((m.root_id.as_deref(), m.correlation_id.as_deref()), (Some("the-holder"), Some("the-holder")));
+        assert_eq!(m.kwarg_str("callback_data"), Some(r#"{"n": 1}"#));
+        assert_eq!((m.kwarg_str("trace_id"), m.kwarg_str("callback_id"), m.eta), (Some("t"), Some("cb"), None));
     }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use celerity_db::repo::ForPoll;
-use celerity_db::{Attempt, Db, DbError, Parked, RetryState, ScheduleRow, operator, repo};
+use celerity_db::{Attempt, Db, DbError, HeldCallback, Parked, RetryState, ScheduleRow, operator, repo};
 use chrono::NaiveDateTime;
 
 use super::decide::Decision;
@@ -58,9 +58,9 @@ pub trait Store: Send + Sync + 'static {
         finish_at: NaiveDateTime,
     ) -> impl Future<Output = Result<bool, DbError>> + Send;
 
-    /// Takes the callback lock for the callback task `task_id`; whether it
-    /// holds it (a redelivered copy of the task that took it does).
-    fn try_lock(&self, trace_id: &str, task_id: &str) -> impl Future<Output = Result<bool, DbError>> + Send;
+    /// Takes the callback lock for `callback`; whether it holds it (a
+    /// redelivered copy of the task that took it does).
+    fn try_lock(&self, callback: HeldCallback) -> impl Future<Output = Result<bool, DbError>> + Send;
 
     /// Releases the callback lock.
     fn unlock(&self, trace_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
@@ -129,9 +129,9 @@ impl Store for Db {
         self.call(move |c| repo::fail(c, &id, &err, finish_at, None)).await
     }
 
-    async fn try_lock(&self, trace_id: &str, task_id: &str) -> Result<bool, DbError> {
-        let (id, task, at) = (trace_id.to_owned(), task_id.to_owned(), self.now());
-        self.call(move |c| repo::try_lock(c, &id, &task, at)).await
+    async fn try_lock(&self, callback: HeldCallback) -> Result<bool, DbError> {
+        let at = self.now();
+        self.call(move |c| repo::try_lock(c, &callback, at)).await
     }
 
     async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {

@@ -10,6 +10,12 @@
 //! round. The lock belongs to the database session, so a sweeper that dies
 //! frees it.
 //!
+//! A schedule in CALLBACK whose `scheduling` lock a callback has held with
+//! no sign of life for longer than the margin has lost every copy of that
+//! callback (a retry the broker dropped on its way to a queue whose node
+//! was out): the sweeper sends the callback again, from the lock's record,
+//! under its own task id, so it holds the lock and runs the step.
+//!
 //! It also sends the parked messages of resumed schedules that a resume
 //! released and did not send (it died, or the broker refused): a schedule
 //! is never left waiting on a message in a table.
@@ -72,7 +78,7 @@ pub async fn sweep_once(
                 return Ok(Ok(SweepOutcome::Busy));
             }
             let round = (|| {
-                let found = stranded::stranded(conn, cutoff(settings, &db), settings.batch)?;
+                let mut found = stranded::stranded(conn, cutoff(settings, &db), settings.batch)?;
                 for schedule in &found {
                     let msg = sender.schedule(&schedule.trace_id, schedule.invoke_count, 0);
                     if let Err(e) = runtime.block_on(publisher.publish_task_to_queue(topology::SCHEDULE_QUEUE.name, &msg)) {
@@ -80,6 +86,17 @@ pub async fn sweep_once(
                     }
                     stranded::record(conn, schedule, db.now())?;
                     tracing::warn!(trace_id = %schedule.trace_id, invoke_count = schedule.invoke_count, "stranded schedule re-enqueued");
+                }
+                // Callbacks holding a lock with every copy gone: sent again
+                // under their own id, which holds the lock (see tasks::callback).
+                for held in stranded::held_callbacks(conn, cutoff(settings, &db), settings.batch)? {
+                    let msg = sender.callback_again(&held.callback());
+                    if let Err(e) = runtime.block_on(publisher.publish_task_to_queue(topology::CALLBACK_QUEUE.name, &msg)) {
+                        return Ok(Err(e));
+                    }
+                    stranded::record(conn, &held.schedule, db.now())?;
+                    tracing::warn!(trace_id = %held.schedule.trace_id, task_id = %held.task_id, "callback holding the scheduling lock sent again");
+                    found.push(held.schedule);
                 }
                 // Parked messages a resume released and did not send (it
                 // died): sent as a resume sends them, under the lock so that
@@ -103,10 +120,16 @@ pub async fn sweep_once(
     .map_err(SweepError::from)
 }
 
-/// The schedules a round would re-enqueue now, without re-enqueueing them.
+/// The schedules a round would re-enqueue now (and those whose callback it
+/// would send again), without re-enqueueing them.
 pub async fn stranded_now(db: &Db, settings: SweepSettings) -> Result<Vec<Stranded>, DbError> {
     let cutoff = cutoff(settings, db);
-    db.call(move |c| stranded::stranded(c, cutoff, settings.batch)).await
+    db.call(move |c| {
+        let mut found = stranded::stranded(c, cutoff, settings.batch)?;
+        found.extend(stranded::held_callbacks(c, cutoff, settings.batch)?.into_iter().map(|h| h.schedule));
+        Ok(found)
+    })
+    .await
 }
 
 /// A worker's sweeper: a round every `every`, skipped when another worker
