@@ -186,13 +186,25 @@ pub fn lock_owner(conn: &mut MysqlConnection, trace_id: &str) -> Result<Option<S
     Ok(celerity_callback_lock::table.find(trace_id).select(celerity_callback_lock::task_id).first(conn).optional()?)
 }
 
-/// Releases the callback task's lock.
-pub fn unlock(conn: &mut MysqlConnection, trace_id: &str) -> Result<(), DbError> {
+/// Releases the callback task's lock if the callback task `task_id` holds
+/// it. One that another callback took since (this one's step was overtaken
+/// by its own redelivered copy, which released it) is left alone; a lock
+/// with no holder recorded (taken before holders were) is released.
+pub fn unlock(conn: &mut MysqlConnection, trace_id: &str, task_id: &str) -> Result<(), DbError> {
     tx::transaction(conn, |conn| {
-        diesel::update(schedule_schedule::table.filter(schedule_schedule::trace_id.eq(trace_id)))
-            .set(schedule_schedule::scheduling.eq(false))
-            .execute(conn)?;
-        diesel::delete(celerity_callback_lock::table.find(trace_id)).execute(conn)?;
+        diesel::delete(
+            celerity_callback_lock::table
+                .filter(celerity_callback_lock::trace_id.eq(trace_id))
+                .filter(celerity_callback_lock::task_id.eq(task_id)),
+        )
+        .execute(conn)?;
+        diesel::update(
+            schedule_schedule::table
+                .filter(schedule_schedule::trace_id.eq(trace_id))
+                .filter(diesel::dsl::not(diesel::dsl::exists(celerity_callback_lock::table.find(trace_id)))),
+        )
+        .set(schedule_schedule::scheduling.eq(false))
+        .execute(conn)?;
         Ok(())
     })
 }

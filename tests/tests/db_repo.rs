@@ -252,7 +252,9 @@ fn scheduling_lock_is_taken_once_and_released() {
     assert!(db.blocking(|c| repo::try_lock(c, &held("t3", "task-a"), now)).unwrap());
     assert!(!db.blocking(|c| repo::try_lock(c, &held("t3", "task-b"), now)).unwrap(), "another task is refused");
     assert!(db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
-    db.blocking(|c| repo::unlock(c, "t3")).unwrap();
+    db.blocking(|c| repo::unlock(c, "t3", "task-b")).unwrap();
+    assert!(db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling, "not released by a task not holding it");
+    db.blocking(|c| repo::unlock(c, "t3", "task-a")).unwrap();
     assert!(!db.blocking(|c| repo::load(c, "t3")).unwrap().scheduling);
     assert_eq!(db.blocking(|c| repo::lock_owner(c, "t3")).unwrap(), None, "released with its owner");
     assert!(db.blocking(|c| repo::try_lock(c, &held("t3", "task-b"), now)).unwrap());

@@ -234,12 +234,15 @@ impl Store for FakeStore {
         Ok(true)
     }
 
-    async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {
+    async fn unlock(&self, trace_id: &str, task_id: &str) -> Result<(), DbError> {
         let mut tables = self.call("unlock")?;
+        if tables.lock_owners.get(trace_id).is_some_and(|owner| owner != task_id) {
+            return Ok(());
+        }
+        tables.lock_owners.remove(trace_id);
         if let Some(row) = tables.rows.get_mut(trace_id) {
             row.scheduling = false;
         }
-        tables.lock_owners.remove(trace_id);
         Ok(())
     }
 

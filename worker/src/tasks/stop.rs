@@ -100,7 +100,7 @@ impl<S: Store, P: Publish> Task<'_, S, P> {
     ) -> Result<Handled, BrokerError> {
         let stop = match steps {
             Ok(handled) => return Ok(handled),
-            Err(Stop::Release(handled)) if holds_lock => match self.ctx.store.unlock(trace_id).await {
+            Err(Stop::Release(handled)) if holds_lock => match self.ctx.store.unlock(trace_id, &self.msg.id).await {
                 Ok(()) => return Ok(handled),
                 Err(e) => Stop::Db(e),
             },

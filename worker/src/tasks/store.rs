@@ -62,8 +62,8 @@ pub trait Store: Send + Sync + 'static {
     /// redelivered copy of the task that took it does).
     fn try_lock(&self, callback: HeldCallback) -> impl Future<Output = Result<bool, DbError>> + Send;
 
-    /// Releases the callback lock.
-    fn unlock(&self, trace_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Releases the callback lock if the callback task `task_id` holds it.
+    fn unlock(&self, trace_id: &str, task_id: &str) -> impl Future<Output = Result<(), DbError>> + Send;
 
     /// Records the retry bookkeeping operators see as RETRYING.
     fn record_retry(&self, state: RetryState) -> impl Future<Output = Result<(), DbError>> + Send;
@@ -134,9 +134,9 @@ impl Store for Db {
         self.call(move |c| repo::try_lock(c, &callback, at)).await
     }
 
-    async fn unlock(&self, trace_id: &str) -> Result<(), DbError> {
-        let id = trace_id.to_owned();
-        self.call(move |c| repo::unlock(c, &id)).await
+    async fn unlock(&self, trace_id: &str, task_id: &str) -> Result<(), DbError> {
+        let (id, task) = (trace_id.to_owned(), task_id.to_owned());
+        self.call(move |c| repo::unlock(c, &id, &task)).await
     }
 
     async fn record_retry(&self, state: RetryState) -> Result<(), DbError> {

@@ -419,6 +419,25 @@ async fn a_stale_poll_that_held_the_lock_releases_it() {
     assert!(!ctx.store.row(T).scheduling);
 }
 
+/// Overtaken by its own redelivered copy, which landed and released the
+/// lock, a callback finds the lock taken since by another callback: it is
+/// that one's, and stays taken.
+#[tokio::test]
+async fn an_overtaken_callback_leaves_a_lock_another_callback_took_since() {
+    let mut locked = row(T, State::Callback, 2, 5, 0);
+    locked.scheduling = true;
+    let ctx = ctx(FakeStore::with([locked]));
+    let mut msg = callback_message();
+    msg.extra_headers.insert(LOCK_HELD_HEADER.into(), header::text("1"));
+    ctx.store.before_apply(|tables| {
+        tables.rows.get_mut(T).expect("row").invoke_count = 3;
+        tables.lock_owners.insert(T.into(), "another-callback".into());
+    });
+    assert!(matches!(callback(&ctx, &msg, &callback_args("{}")).await, Handled::Stale));
+    assert!(ctx.store.row(T).scheduling);
+    assert_eq!(ctx.store.tables().lock_owners.get(T).map(String::as_str), Some("another-callback"));
+}
+
 #[tokio::test]
 async fn a_pending_fail_on_a_callback_is_written_without_the_lock() {
     let ctx = ctx(FakeStore::with([row(T, State::Callback, 2, 5, 0)]));
