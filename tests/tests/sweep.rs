@@ -105,14 +105,21 @@ fn check_attempts(db: &TestDatabase, trace_id: &str) {
     }
 }
 
-#[tokio::test]
-async fn sweep_rescues_stranded_and_never_doubles_a_late_message() {
+/// A vhost with the framework's queues, a confirmed channel on it, and a
+/// migrated database.
+async fn services() -> (Vhost, TestDatabase, lapin::Connection, lapin::Channel) {
     let vhost = Vhost::create();
     let db = migrated_database();
-    let (_conn, ch) = confirmed_channel(&vhost).await;
+    let (conn, ch) = confirmed_channel(&vhost).await;
     for q in topology::FRAMEWORK_QUEUES {
         declare_framework_queue(&ch, q.name).await;
     }
+    (vhost, db, conn, ch)
+}
+
+#[tokio::test]
+async fn sweep_rescues_stranded_and_never_doubles_a_late_message() {
+    let (vhost, db, _conn, ch) = services().await;
     let [orphan, late_first, late_after, fresh] = ["orphan", "late-first", "late-after", "fresh"].map(unique);
     // No message at all: the producer died after its insert.
     insert_aged(&db, &orphan, 60);
@@ -160,12 +167,7 @@ async fn sweep_rescues_stranded_and_never_doubles_a_late_message() {
 
 #[tokio::test]
 async fn a_workers_periodic_sweep_rescues_a_purged_message() {
-    let vhost = Vhost::create();
-    let db = migrated_database();
-    let (_conn, ch) = confirmed_channel(&vhost).await;
-    for q in topology::FRAMEWORK_QUEUES {
-        declare_framework_queue(&ch, q.name).await;
-    }
+    let (vhost, db, _conn, ch) = services().await;
     let purged = unique("purged");
     insert_aged(&db, &purged, 0);
     publish_first_poll(&ch, &purged).await;
@@ -207,12 +209,7 @@ async fn a_workers_periodic_sweep_rescues_a_purged_message() {
 /// just now (its callback still in flight) is left alone.
 #[tokio::test]
 async fn a_callback_holding_the_lock_whose_every_copy_is_gone_is_sent_again() {
-    let vhost = Vhost::create();
-    let db = migrated_database();
-    let (_conn, ch) = confirmed_channel(&vhost).await;
-    for q in topology::FRAMEWORK_QUEUES {
-        declare_framework_queue(&ch, q.name).await;
-    }
+    let (vhost, db, _conn, _ch) = services().await;
     let [lost, in_flight] = ["lost", "in-flight"].map(unique);
     let handle = db.handle();
     for (id, age) in [(&lost, 60), (&in_flight, 0)] {
