@@ -1,6 +1,7 @@
 -- Who holds a schedule's `scheduling` lock: the callback task that took it
 -- (its id and arguments), written in the same transaction and removed when
--- the lock is released. A redelivered copy of that callback (its worker
+-- the poll or the holder releases the lock (one left on a final schedule
+-- goes with the schedule). A redelivered copy of that callback (its worker
 -- died or lost its connection mid-step) carries the same id and goes on;
 -- and when every copy is gone (a retry the broker dropped), the sweeper
 -- sends the callback again from this row. Before, the schedule waited in
