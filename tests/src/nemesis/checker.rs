@@ -195,10 +195,11 @@ pub fn check(h: &History, stall_limit_s: f64) -> Vec<Verdict> {
 }
 
 /// Schedules left waiting for a callback that the framework's callback API
-/// said it sent while `plugin_callback`'s node, or the node the API was
-/// connected to, was out, with that fault's kind. The API publishes without confirms to that classic queue: what
-/// RabbitMQ cannot route to the queue's node is dropped, and no worker ever
-/// sees it. Any other schedule left in CALLBACK stays stranded.
+/// said it sent while a RabbitMQ node was out (`plugin_callback`'s first,
+/// else any: the one the API was connected to is not recorded), with that
+/// fault's kind. The API publishes without confirms to that classic queue:
+/// what RabbitMQ cannot route to the queue's node is dropped, and no worker
+/// ever sees it. Any other schedule left in CALLBACK stays stranded.
 fn lost_callbacks(h: &History) -> Vec<(String, String)> {
     let Some(node) = h.callback_node else { return Vec::new() };
     let mut lost = Vec::new();
